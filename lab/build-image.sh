@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Build the lab base image: a debootstrapped Debian 13 (trixie) with systemd and python3,
+# imported into podman. Rebuilt only when this recipe changes: the image is tagged with a hash
+# of this file, so an unchanged recipe finds its image and exits at once.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
+name=${WARREN_LAB_IMAGE_NAME:-localhost/warren-lab-base}
+suite=trixie
+packages=systemd,systemd-sysv,dbus,python3,python3-apt,iproute2,sudo,procps,ca-certificates,gnupg,curl,nftables,less
+tag=$(cat "$0" | sha256sum | cut -c1-12)
+
+log() { printf '[lab-image] %s\n' "$*"; }
+
+if podman image exists "$name:$tag"; then
+  log "image $name:$tag is up to date"
+  podman tag "$name:$tag" "$name:latest"
+  exit 0
+fi
+
+# Use the same Debian mirror as the host's own apt sources: this machine can reach only that.
+mirror=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
+  | awk '{print $2}' | grep -v -- '-security' | head -n1 || true)
+mirror=${WARREN_LAB_MIRROR:-${mirror:-http://deb.debian.org/debian}}
+
+rootfs=$(mktemp -d /var/tmp/warren-rootfs.XXXXXX)
+chmod 755 "$rootfs"
+trap 'rm -rf "$rootfs"' EXIT
+
+log "debootstrap $suite from $mirror (about a minute)"
+debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
+  || { tail -n 30 "$rootfs.log"; log "debootstrap failed; full log in $rootfs.log"; exit 1; }
+rm -f "$rootfs.log"
+
+# A systemd container has no console login or udev; mask what would only fail or wait.
+for unit in getty@tty1.service console-getty.service systemd-udevd.service systemd-udev-trigger.service \
+            systemd-networkd-wait-online.service systemd-resolved.service; do
+  ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
+done
+# Keep downloaded .debs: the lab mounts a shared apt cache over /var/cache/apt/archives.
+rm -f "$rootfs/etc/apt/apt.conf.d/docker-clean"
+chroot "$rootfs" apt-get update -qq >/dev/null
+echo "warren-lab-base $tag" > "$rootfs/etc/warren-lab-image"
+
+log "importing into podman as $name:$tag"
+tar -C "$rootfs" -c . | podman import --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$name:$tag" >/dev/null
+podman tag "$name:$tag" "$name:latest"
+# Drop older builds of this image so they do not pile up.
+podman images --format '{{.Repository}}:{{.Tag}}' | grep -E "^$name:[0-9a-f]{12}$" | grep -v ":$tag$" \
+  | xargs -r podman rmi >/dev/null 2>&1 || true
+log "built $name:$tag"
