@@ -1,0 +1,97 @@
+# warren: one command for a working lab (`make lab`), one for the tests (`make test`).
+# Everything runs as root on a Debian 12/13 machine; see README.md.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT        := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+VENV        := $(ROOT)/.venv
+BIN         := $(VENV)/bin
+PY          ?= python3
+COLL_ROOT   := $(ROOT)/.build/collections
+COLL_LINK   := $(COLL_ROOT)/ansible_collections/warren/rabbitmq
+APT_PKGS    := podman runc debootstrap iptables uidmap netavark aardvark-dns python3-venv git make
+
+export CONTAINERS_CONF := $(ROOT)/lab/containers.conf
+export ANSIBLE_CONFIG  := $(ROOT)/ansible.cfg
+export PATH            := $(BIN):$(PATH)
+export MOLECULE_NO_LOG := false
+
+.PHONY: help deps venv collection image lab lab-up lab-down lab-summary test lint unit \
+        molecule molecule-default molecule-cluster build bench-converge clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+deps: .build/deps.stamp  ## install the apt packages the lab and tests need
+.build/deps.stamp: Makefile
+	@mkdir -p .build
+	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "[deps] apt-get install $$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "[deps] apt packages present"; fi
+	@touch $@
+
+venv: $(VENV)/.stamp  ## create .venv with the pinned Python packages
+$(VENV)/.stamp: requirements.txt
+	@echo "[venv] installing requirements.txt into .venv"
+	@$(PY) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q -r requirements.txt
+	@touch $@
+
+collection: $(COLL_LINK)  ## make the repo importable as warren.rabbitmq (symlink under .build)
+$(COLL_LINK):
+	@mkdir -p $(dir $(COLL_LINK))
+	@ln -sfn $(ROOT) $(COLL_LINK)
+
+image: deps  ## build the lab base image (only when its recipe changed)
+	@lab/build-image.sh
+
+lab: deps venv collection image  ## bring up the lab: hosts, then site.yml, then a summary
+	@lab/lab.sh up
+	@echo "[lab] ansible-playbook playbooks/site.yml -i inventories/lab"
+	@$(BIN)/ansible-playbook -i inventories/lab playbooks/site.yml
+	@$(BIN)/ansible-playbook -i inventories/lab lab/summary.yml
+
+lab-summary: venv collection  ## print the lab summary again
+	@$(BIN)/ansible-playbook -i inventories/lab lab/summary.yml
+
+lab-down:  ## remove the lab hosts and network (nothing else)
+	@lab/lab.sh down
+
+test: lint unit molecule  ## everything CI runs: lint, unit tests, Molecule scenarios
+	@echo "[test] all green"
+
+lint: venv collection build  ## yamllint, ansible-lint (production profile), collection build
+	@echo "[lint] yamllint"
+	@$(BIN)/yamllint -s .
+	@echo "[lint] ansible-lint --profile production"
+	@$(BIN)/ansible-lint --profile production
+
+build: venv  ## ansible-galaxy collection build into .build/dist
+	@mkdir -p .build/dist
+	@$(BIN)/ansible-galaxy collection build --force --output-path .build/dist . >/dev/null
+	@echo "[build] $$(ls .build/dist/*.tar.gz)"
+
+unit: venv collection  ## pytest for the collection's Python
+	@echo "[unit] pytest tests/unit"
+	@$(BIN)/pytest -q tests/unit
+
+molecule: molecule-default molecule-cluster  ## all Molecule scenarios
+
+molecule-default: deps venv collection image
+	@echo "[molecule] scenario default (one node)"
+	@$(BIN)/molecule test -s default
+
+molecule-cluster: deps venv collection image
+	@echo "[molecule] scenario cluster (three nodes)"
+	@$(BIN)/molecule test -s cluster
+
+bench-converge: deps venv collection image  ## time a cold and a warm `make lab`, write JSON
+	@$(BIN)/python bench/bench_converge.py
+
+clean:  ## remove build output (not the lab, not the venv)
+	rm -rf .build/dist .build/collections
