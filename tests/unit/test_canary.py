@@ -225,6 +225,7 @@ def test_exposition_families_and_initial_values():
     assert connected == {"rmq1:5672": 0, "rmq2:5672": 0}
     info = [l for n, l, v in samples if n == "warren_canary_build_info"]
     assert info and info[0]["version"] == wc.__version__
+    assert "warren_canary_stale_messages_total 0\n" in metrics.registry.render(), "no empty {}"
     # no rabbitmq_cluster/host label: the scrape's target labels carry them
     assert all("rabbitmq_cluster" not in l and "host" not in l for _, l, _ in samples)
 

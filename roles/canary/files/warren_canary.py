@@ -60,7 +60,7 @@ Required: ``nodes`` (list of ``host:port``; in INI comma or whitespace separated
 ``user``, and exactly one of ``password`` / ``password_file``.
 Optional (default): ``queue`` (warren.canary), ``interval`` (5), ``connect_timeout`` (5),
 ``confirm_timeout`` (5), ``consume_timeout`` (5), ``heartbeat`` (30),
-``reconnect_backoff_initial`` (1), ``reconnect_backoff_max`` (30), ``tls`` (false),
+``reconnect_backoff_initial`` (1), ``reconnect_backoff_max`` (10), ``tls`` (false),
 ``tls_ca_file`` (system CAs), ``tls_verify_hostname`` (true), ``tls_server_name`` (the node's
 host), ``tls_cert_file`` / ``tls_key_file`` (no client certificate), ``listen_address``
 (0.0.0.0), ``listen_port`` (9491), ``rabbitmq_cluster`` (empty). Unknown keys are errors.
@@ -164,6 +164,7 @@ def _format_value(value):
 
 
 def _label_block(pairs):
+    pairs = list(pairs)
     if not pairs:
         return ""
     return "{" + ",".join('%s="%s"' % (k, _escape_label_value(v)) for k, v in pairs) + "}"
@@ -373,7 +374,7 @@ _DEFAULTS = {
     "consume_timeout": 5.0,
     "heartbeat": 30,
     "reconnect_backoff_initial": 1.0,
-    "reconnect_backoff_max": 30.0,
+    "reconnect_backoff_max": 10.0,
     "tls": False,
     "tls_ca_file": None,
     "tls_verify_hostname": True,
@@ -655,7 +656,9 @@ class ProbeResult:
 
 
 def _describe(exc):
-    text = str(exc) or exc.__class__.__name__
+    text = str(exc)
+    if not text:  # pika's connection errors keep the cause in args; their repr names it
+        return repr(exc)
     name = exc.__class__.__name__
     return text if text.startswith(name) else "%s: %s" % (name, text)
 
@@ -748,7 +751,7 @@ class Canary:
             self.metrics.set_connected(name)
             self.failed_sweeps = 0
             self.next_sweep_at = 0.0
-            LOG.info("connected to %s%s", name,
+            LOG.log(self._chatter(logging.INFO), "connected to %s%s", name,
                      " after trying %s" % "; ".join(errors) if errors else "")
             return True
         self.failed_sweeps += 1
@@ -761,6 +764,11 @@ class Canary:
                         self.sweep_errors, self.cfg.reconnect_backoff_max)
         return False
 
+    def _chatter(self, level):
+        """Connection churn is news while probes are ok; while they fail, the failing state was
+        already logged once, so each reconnect of a failing streak goes to debug."""
+        return level if self.last_kind in (None, "ok") else logging.DEBUG
+
     def _drop(self, reason):
         """Forget the connection (closing it if that is quick) and prefer the next node."""
         conn, name = self.conn, self.current_node
@@ -770,7 +778,7 @@ class Canary:
         if conn is None:
             return
         self.node_index = (self.node_index + 1) % len(self.cfg.nodes)
-        LOG.warning("dropping connection to %s: %s", name, reason)
+        LOG.log(self._chatter(logging.WARNING), "dropping connection to %s: %s", name, reason)
         try:
             with self.deadlines.limit(1.0, "close"):
                 if getattr(conn, "is_open", False):
@@ -931,6 +939,8 @@ class Canary:
                 with self.deadlines.limit(step + 2.0, "idle"):
                     self.conn.process_data_events(time_limit=step)
             except self.errors as exc:
+                if self.stopping:
+                    return  # cut short by stop(); close() follows
                 self._drop("connection lost: %s" % _describe(exc))
 
     def run(self):
