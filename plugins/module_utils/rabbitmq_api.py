@@ -153,13 +153,13 @@ class RabbitMQClient:
     injectable so tests do not wait.
     """
 
-    def __init__(self, params, sleep=time.sleep):
+    def __init__(self, params, sleep=None):
         self.params = params
         self.base = base_url(params)
         self.user = params.get('login_user')
         self.retries = max(0, int(params.get('api_retries') if params.get('api_retries') is not None else 5))
         self.retry_delay = float(params.get('api_retry_delay') if params.get('api_retry_delay') is not None else 2.0)
-        self.sleep = sleep
+        self.sleep = sleep or time.sleep
         self.calls = []  # (method, path) of every request sent, for debugging and tests
         self.authenticated = False  # set once any request succeeded: later 401s are about permissions
 

@@ -284,8 +284,9 @@ def evaluate(state, expected_nodes):
     return out
 
 
-def run(module, client, sleep=time.sleep, clock=time.time):
+def run(module, client):
     p = module.params
+    sleep, clock = time.sleep, time.time
     wait_for = list(dict.fromkeys(p['wait_for'] or []))
     start = clock()
     deadline = start + max(0, p['timeout'])
