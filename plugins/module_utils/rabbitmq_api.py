@@ -287,11 +287,6 @@ class RabbitMQClient:
     def vhost_exists(self, name):
         return self.get(api_path('vhosts', name), missing_ok=True) is not None
 
-    def require_vhost(self, name):
-        """Raise the 'vhost does not exist' error unless ``name`` exists."""
-        if not self.vhost_exists(name):
-            raise RabbitMQAPIError("vhost '%s' does not exist" % name, status=404)
-
 
 def _parse(raw):
     if not raw or not raw.strip():

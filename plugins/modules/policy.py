@@ -152,7 +152,10 @@ def run(module, client):
         if not p['definition']:
             module.fail_json(msg="definition must be a non-empty dict when state=present (policy '%s')" % name)
 
-    client.require_vhost(vhost)
+    if not client.vhost_exists(vhost):
+        if p['state'] == 'absent':  # no vhost, no policy: nothing to delete
+            return dict(changed=False, kind=kind, previous={}, policy={})
+        module.fail_json(msg="vhost '%s' does not exist" % vhost)
     current = _comparable(client.get(api_path(resource, vhost, name), missing_ok=True, vhost=vhost))
 
     desired = {}

@@ -93,6 +93,11 @@ def test_missing_vhost(rabbit):
     assert rabbit.writes() == []
 
 
+def test_absent_in_missing_vhost_is_no_change(rabbit):
+    res = run_ok(policy.main, dict(API, name='p', vhost='nope', state='absent'))
+    assert res['changed'] is False and rabbit.writes() == []
+
+
 def test_missing_pattern(rabbit):
     res = run_fail(policy.main, args(pattern=None))
     assert 'pattern' in res['msg'] and rabbit.writes() == []
