@@ -12,7 +12,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 rules_dir="$root/roles/prometheus/files/rules"
 tools="$root/.build/tools/prometheus"
-python="${PYTHON:-python3}"
+python="${PYTHON:-}"
+if [[ -z "$python" ]]; then
+  if [[ -x "$root/.venv/bin/python" ]]; then python="$root/.venv/bin/python"; else python=python3; fi
+fi
 
 fetch_promtool() {
   local bin="$tools/root/usr/bin/promtool"
@@ -53,6 +56,7 @@ step() {  # step NAME COMMAND...: run, show output only on failure, count
   if out="$("$@" 2>&1)"; then
     passed=$((passed + 1))
     printf '  ok    %s\n' "$name"
+    [[ -n "${SHOW_LAST_LINE:-}" ]] && printf '        %s\n' "$(tail -n1 <<<"$out")"
   else
     failed=$((failed + 1))
     failures+=("$name")
@@ -62,7 +66,7 @@ step() {  # step NAME COMMAND...: run, show output only on failure, count
 
 shopt -s nullglob
 rule_files=("$rules_dir"/*.yml)
-test_files=("$here"/*.yml)
+test_files=("$here"/*_test.yml)
 if ((${#rule_files[@]} == 0 || ${#test_files[@]} == 0)); then
   echo "[promtool] no rule files or no test files found" >&2
   exit 2
@@ -74,19 +78,25 @@ for f in "${rule_files[@]}"; do
 done
 
 echo "[promtool] test rules (${#test_files[@]} files)"
+groups=0
 cases=0
+count_py='import sys, yaml
+tests = (yaml.safe_load(open(sys.argv[1])) or {}).get("tests") or []
+print(len(tests), sum(len(t.get("alert_rule_test") or []) + len(t.get("promql_expr_test") or []) for t in tests))'
 for f in "${test_files[@]}"; do
-  n="$(grep -c '^  - interval:' "$f")"
+  read -r g n < <("$python" -c "$count_py" "$f")
+  groups=$((groups + g))
   cases=$((cases + n))
-  step "test rules ${f#"$root"/} ($n cases)" bash -c 'cd "$1" && "$2" test rules "$(basename "$3")"' _ "$here" "$promtool" "$f"
+  step "test rules ${f#"$root"/} ($g groups, $n evaluations)" \
+    bash -c 'cd "$1" && "$2" test rules "$(basename "$3")"' _ "$here" "$promtool" "$f"
 done
 
 echo "[promtool] contract checks"
-step "check_runbooks.py (labels, annotations, runbooks, tests, metric names)" \
+SHOW_LAST_LINE=1 step "check_runbooks.py (labels, annotations, runbooks, tests, metric names)" \
   "$python" "$here/check_runbooks.py" --root "$root"
 
 echo
-echo "[promtool] ${#rule_files[@]} rule files, ${#test_files[@]} test files, $cases test cases"
+echo "[promtool] ${#rule_files[@]} rule files; ${#test_files[@]} test files with $groups test groups and $cases evaluations"
 for f in "${failures[@]}"; do
   echo "[promtool] failed: $f"
 done

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Contract checks for warren's Prometheus rules, beyond what promtool checks.
+
+For every alert in roles/prometheus/files/rules/*.yml:
+  * a `severity` label of page, ticket or info;
+  * `summary`, `description` and `runbook_url` annotations; summary or description names the
+    node/queue/host through $labels;
+  * runbook_url is exactly RUNBOOK_BASE + "<AlertName>.md", and docs/runbooks/<AlertName>.md
+    exists with the four sections an on-call needs;
+  * a row in docs/monitoring.md's alert table that links that runbook;
+  * an expression that keeps or groups by rabbitmq_cluster (self-monitoring of Prometheus is
+    the one exception) and uses no Kubernetes labels;
+  * in tests/promtool/*_test.yml, at least one case where it fires and one where it is quiet.
+Also: no runbook without an alert, no duplicate names, and every metric an expression reads
+exists in tests/promtool/fixtures/metric-names-4.0.5.txt (names taken from a live RabbitMQ
+4.0.5 node and node_exporter), except recording rules (must be defined here), the canary's
+warren_* metrics and Prometheus' own series (not produced by a broker host).
+
+Exit status 0 when all hold, 1 otherwise. Needs PyYAML only.
+"""
+import argparse
+import glob
+import os
+import re
+import sys
+
+import yaml
+
+RUNBOOK_BASE = "https://github.com/warren/rabbitmq/blob/main/docs/runbooks/"
+SEVERITIES = {"page", "ticket", "info"}
+RUNBOOK_SECTIONS = ("## What it means", "## Confirm", "## Mitigate", "## It is over when")
+# Rule groups whose alerts describe Prometheus itself: their series carry no rabbitmq_cluster.
+SELF_MONITORING_GROUPS = {"warren.prometheus"}
+KUBERNETES_LABELS = ("namespace", "pod", "service", "container", "endpoint")
+# Metrics not produced by a broker host, so not in the fixture: the canary (own exporter),
+# Prometheus itself, and the `up` series Prometheus writes for every target.
+UNLISTED_PREFIXES = ("warren_", "prometheus_", "alertmanager_")
+UNLISTED_NAMES = {"up"}
+PROMQL_WORDS = {
+    "and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
+    "group_left", "group_right", "inf", "nan", "atan2",
+}
+
+
+def metric_names(expr):
+    """Metric (and recording rule) names an expression reads, by a small PromQL scan."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"' + r"|'(?:[^'\\]|\\.)*'", '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", text):
+        name, call = match.group(1), match.group(2)
+        if call or name.lower() in PROMQL_WORDS:
+            continue
+        names.add(name)
+    return names
+
+
+def label_uses(expr):
+    """Label names used in matchers and in by/on/... clauses."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    used = set(re.findall(r"([a-zA-Z_]\w*)\s*(?:=~|!~|!=|=)", " ".join(re.findall(r"\{([^}]*)\}", text))))
+    for group in re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", text):
+        used.update(x.strip() for x in group.split(",") if x.strip())
+    return used
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default=os.path.join(os.path.dirname(__file__), "..", ".."))
+    args = parser.parse_args()
+    root = os.path.abspath(args.root)
+    rules_dir = os.path.join(root, "roles/prometheus/files/rules")
+    runbook_dir = os.path.join(root, "docs/runbooks")
+    tests_dir = os.path.join(root, "tests/promtool")
+    fixture = os.path.join(tests_dir, "fixtures/metric-names-4.0.5.txt")
+    problems = []
+
+    alerts, records, recording_exprs = {}, set(), {}
+    for path in sorted(glob.glob(os.path.join(rules_dir, "*.yml"))):
+        with open(path, encoding="utf-8") as handle:
+            doc = yaml.safe_load(handle) or {}
+        for group in doc.get("groups", []):
+            for rule in group.get("rules", []):
+                if "record" in rule:
+                    records.add(rule["record"])
+                    recording_exprs[rule["record"]] = rule["expr"]
+                    continue
+                name = rule["alert"]
+                if name in alerts:
+                    problems.append(f"{name}: defined twice ({alerts[name]['file']} and {os.path.basename(path)})")
+                alerts[name] = dict(rule, file=os.path.basename(path), group=group["name"])
+    if not alerts:
+        problems.append(f"no alerts found under {rules_dir}")
+
+    known = set()
+    with open(fixture, encoding="utf-8") as handle:
+        known = {line.strip() for line in handle if line.strip() and not line.startswith("#")}
+
+    with open(os.path.join(root, "docs/monitoring.md"), encoding="utf-8") as handle:
+        monitoring = handle.read()
+
+    for name, rule in sorted(alerts.items()):
+        where = f"{name} ({rule['file']})"
+        labels = rule.get("labels") or {}
+        notes = rule.get("annotations") or {}
+        if labels.get("severity") not in SEVERITIES:
+            problems.append(f"{where}: severity label must be one of {sorted(SEVERITIES)}, is {labels.get('severity')!r}")
+        for key in ("summary", "description", "runbook_url"):
+            if not str(notes.get(key, "")).strip():
+                problems.append(f"{where}: annotation {key} missing or empty")
+        if "$labels." not in str(notes.get("summary", "")) + str(notes.get("description", "")):
+            problems.append(f"{where}: summary/description name nothing through $labels")
+        expected_url = f"{RUNBOOK_BASE}{name}.md"
+        if notes.get("runbook_url") != expected_url:
+            problems.append(f"{where}: runbook_url must be {expected_url}, is {notes.get('runbook_url')!r}")
+        runbook = os.path.join(runbook_dir, f"{name}.md")
+        if not os.path.isfile(runbook):
+            problems.append(f"{where}: docs/runbooks/{name}.md does not exist")
+        else:
+            with open(runbook, encoding="utf-8") as handle:
+                body = handle.read()
+            if not body.startswith(f"# {name}\n"):
+                problems.append(f"docs/runbooks/{name}.md: must start with '# {name}'")
+            for section in RUNBOOK_SECTIONS:
+                if f"\n{section}\n" not in body:
+                    problems.append(f"docs/runbooks/{name}.md: section '{section}' missing")
+        if f"[{name}](runbooks/{name}.md)" not in monitoring:
+            problems.append(f"{where}: no row linking [{name}](runbooks/{name}.md) in docs/monitoring.md")
+        expr = rule["expr"]
+        if rule["group"] not in SELF_MONITORING_GROUPS and "rabbitmq_cluster" not in expr and "by (" in expr:
+            problems.append(f"{where}: aggregates without keeping rabbitmq_cluster")
+        k8s = label_uses(expr) & set(KUBERNETES_LABELS)
+        if k8s:
+            problems.append(f"{where}: uses Kubernetes labels {sorted(k8s)}")
+
+    for where, expr in [(f"{n} ({r['file']})", r["expr"]) for n, r in sorted(alerts.items())] + sorted(
+            recording_exprs.items()):
+        for metric in sorted(metric_names(expr)):
+            if ":" in metric:
+                if metric not in records:
+                    problems.append(f"{where}: reads recording rule {metric}, which no rule file defines")
+            elif metric in UNLISTED_NAMES or metric.startswith(UNLISTED_PREFIXES):
+                continue
+            elif metric not in known:
+                problems.append(f"{where}: reads {metric}, not exposed by RabbitMQ 4.0.5/node_exporter (fixture)")
+
+    for path in sorted(glob.glob(os.path.join(runbook_dir, "*.md"))):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem != "README" and stem not in alerts:
+            problems.append(f"docs/runbooks/{stem}.md: no alert of that name")
+
+    fires, quiet = set(), set()
+    for path in sorted(glob.glob(os.path.join(tests_dir, "*_test.yml"))):
+        with open(path, encoding="utf-8") as handle:
+            doc = yaml.safe_load(handle) or {}
+        for rule_file in doc.get("rule_files", []):
+            if not os.path.isfile(os.path.join(tests_dir, rule_file)):
+                problems.append(f"{os.path.basename(path)}: rule file {rule_file} does not exist")
+        for group in doc.get("tests", []):
+            for case in group.get("alert_rule_test", []) or []:
+                (fires if case.get("exp_alerts") else quiet).add(case["alertname"])
+    for name in sorted(alerts):
+        if name not in fires:
+            problems.append(f"{name}: no promtool test case where it fires")
+        if name not in quiet:
+            problems.append(f"{name}: no promtool test case where it stays quiet")
+    for name in sorted((fires | quiet) - set(alerts)):
+        problems.append(f"tests name alert {name}, which no rule file defines")
+
+    for problem in problems:
+        print(f"FAIL {problem}")
+    print(f"checked {len(alerts)} alerts and {len(records)} recording rules: "
+          f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
