@@ -7,7 +7,8 @@ For every alert in roles/prometheus/files/rules/*.yml:
     node/queue/host through $labels;
   * runbook_url is exactly RUNBOOK_BASE + "<AlertName>.md", and docs/runbooks/<AlertName>.md
     exists with the four sections an on-call needs;
-  * a row in docs/monitoring.md's alert table that links that runbook;
+  * one row in docs/monitoring.md's alert table that links that runbook and states the same
+    severity and `for:` as the rule;
   * an expression that keeps or groups by rabbitmq_cluster (self-monitoring of Prometheus is
     the one exception) and uses no Kubernetes labels;
   * in tests/promtool/*_test.yml, at least one case where it fires and one where it is quiet.
@@ -126,8 +127,14 @@ def main():
             for section in RUNBOOK_SECTIONS:
                 if f"\n{section}\n" not in body:
                     problems.append(f"docs/runbooks/{name}.md: section '{section}' missing")
-        if f"[{name}](runbooks/{name}.md)" not in monitoring:
-            problems.append(f"{where}: no row linking [{name}](runbooks/{name}.md) in docs/monitoring.md")
+        rows = [line for line in monitoring.splitlines() if line.startswith(f"| {name} |")]
+        if len(rows) != 1 or f"[{name}](runbooks/{name}.md)" not in rows[0]:
+            problems.append(f"{where}: needs one row in docs/monitoring.md linking [{name}](runbooks/{name}.md)")
+        else:
+            cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", rows[0])]
+            if cells[2] != labels.get("severity") or not cells[3].endswith(f"; {rule.get('for', '0s')}"):
+                problems.append(f"{where}: docs/monitoring.md row says severity {cells[2]!r} and threshold "
+                                f"{cells[3]!r}; the rule has {labels.get('severity')!r} and for: {rule.get('for')}")
         expr = rule["expr"]
         if rule["group"] not in SELF_MONITORING_GROUPS and "rabbitmq_cluster" not in expr and "by (" in expr:
             problems.append(f"{where}: aggregates without keeping rabbitmq_cluster")
