@@ -38,9 +38,13 @@ for unit in getty@tty1.service console-getty.service systemd-udevd.service syste
             systemd-networkd-wait-online.service systemd-resolved.service; do
   ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
 done
-# Keep downloaded .debs: the lab mounts a shared apt cache over /var/cache/apt/archives.
-rm -f "$rootfs/etc/apt/apt.conf.d/docker-clean"
+# Pre-fetch (not install) the packages warren's roles install, so lab and Molecule hosts install
+# them from the image's own apt cache instead of downloading them again on every run. The roles
+# still run the real apt install.
+prefetch="rabbitmq-server prometheus prometheus-alertmanager prometheus-node-exporter python3-pika"
 chroot "$rootfs" apt-get update -qq >/dev/null
+log "pre-fetching packages: $prefetch"
+chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --download-only $prefetch >/dev/null
 echo "warren-lab-base $tag" > "$rootfs/etc/warren-lab-image"
 
 log "importing into podman as $name:$tag"
