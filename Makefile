@@ -18,7 +18,7 @@ export PATH            := $(BIN):$(PATH)
 export MOLECULE_NO_LOG := false
 
 .PHONY: help deps venv collection image lab lab-up lab-down lab-summary test lint unit \
-        molecule molecule-default molecule-cluster build bench-converge clean
+        promtool sanity dashboards dashboards-check molecule build bench-converge clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -62,14 +62,17 @@ lab-summary: venv collection  ## print the lab summary again
 lab-down:  ## remove the lab hosts and network (nothing else)
 	@lab/lab.sh down
 
-test: lint unit molecule  ## everything CI runs: lint, unit tests, Molecule scenarios
-	@echo "[test] all green"
+test: lint unit promtool sanity molecule  ## everything CI runs: lint, unit, rules, sanity, Molecule
+	@echo "[test] all green: lint, unit, promtool, sanity, molecule ($(MOLECULE_SCENARIOS))"
 
-lint: venv collection build  ## yamllint, ansible-lint (production profile), collection build
+lint: venv collection build dashboards-check  ## yamllint, ansible-lint (production), build, dashboards
 	@echo "[lint] yamllint"
 	@$(BIN)/yamllint -s .
 	@echo "[lint] ansible-lint --profile production"
 	@$(BIN)/ansible-lint --profile production
+	@echo "[lint] playbook syntax (lab and production inventories)"
+	@$(BIN)/ansible-playbook -i inventories/lab playbooks/site.yml --syntax-check >/dev/null
+	@$(BIN)/ansible-playbook -i inventories/production playbooks/site.yml --syntax-check >/dev/null
 
 build: venv  ## ansible-galaxy collection build into .build/dist
 	@mkdir -p .build/dist
@@ -80,15 +83,27 @@ unit: venv collection  ## pytest for the collection's Python
 	@echo "[unit] pytest tests/unit"
 	@$(BIN)/pytest -q tests/unit
 
-molecule: molecule-default molecule-cluster  ## all Molecule scenarios
+promtool: deps  ## promtool check + unit tests of every alert and recording rule (no containers)
+	@tests/promtool/run.sh
 
-molecule-default: deps venv collection image
-	@echo "[molecule] scenario default (one node)"
-	@$(BIN)/molecule test -s default
+sanity: venv  ## ansible-test sanity on the plugins (offline subset; `tests/sanity.sh all` for all)
+	@tests/sanity.sh
 
-molecule-cluster: deps venv collection image
-	@echo "[molecule] scenario cluster (three nodes)"
-	@$(BIN)/molecule test -s cluster
+dashboards: venv  ## regenerate the Grafana dashboards from tools/dashboards/build.py
+	@$(BIN)/python tools/dashboards/build.py
+
+dashboards-check: venv  ## fail if the committed dashboard JSON is stale
+	@$(BIN)/python tools/dashboards/build.py --check
+
+# Every scenario under molecule/: the one-node `default` first, so a broken role fails fast.
+MOLECULE_SCENARIOS ?= default $(filter-out default shared,$(sort $(notdir $(wildcard molecule/*))))
+molecule: deps venv collection image  ## run every Molecule scenario (MOLECULE_SCENARIOS="a b" to pick)
+	@for s in $(MOLECULE_SCENARIOS); do \
+	  echo "[molecule] scenario $$s"; \
+	  start=$$(date +%s); \
+	  $(BIN)/molecule test -s $$s || { echo "[molecule] scenario $$s FAILED"; exit 1; }; \
+	  echo "[molecule] scenario $$s passed in $$(( $$(date +%s) - start )) s"; \
+	done
 
 bench-converge: deps venv collection image  ## time a cold and a warm `make lab`, write JSON
 	@$(BIN)/python bench/bench_converge.py
