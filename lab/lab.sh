@@ -15,7 +15,7 @@ network=${WARREN_LAB_NETWORK:-warren-lab}
 prefix=warren-lab-
 hosts=(rmq1 rmq2 rmq3 mon1)
 # Published on loopback only: the management UI of rmq1 (HTTPS).
-declare -A publish=([rmq1]="127.0.0.1:15671:15671")
+declare -A publish=([rmq1]="127.0.0.1:15671:15671" [mon1]="127.0.0.1:9090-9093:9090-9093")
 
 log() { printf '[lab] %s\n' "$*"; }
 
