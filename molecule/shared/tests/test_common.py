@@ -26,7 +26,7 @@ def test_cookie_is_private(host):
         ("default_queue_type", "{ok,rabbit_quorum_queue}"),
         ("cluster_partition_handling", "{ok,pause_minority}"),
         ("vm_memory_high_watermark", "{ok,0.4}"),
-        ("disk_free_limit", "{ok,1000000000}"),
+        ("disk_free_limit", '{ok,"1GB"}'),
         ("consumer_timeout", "{ok,900000}"),
         ("collect_statistics_interval", "{ok,10000}"),
         ("quorum_membership_reconciliation_enabled", "{ok,true}"),
@@ -39,7 +39,7 @@ def test_running_config_holds_chosen_settings(host, key, expected):
 
 
 def test_listeners(host):
-    listeners = json.loads(host.check_output("rabbitmq-diagnostics -q listeners --formatter json"))
+    listeners = json.loads(host.check_output("rabbitmq-diagnostics -q listeners --formatter json"))["listeners"]
     ports = {(item["protocol"], item["port"]) for item in listeners}
     for expected in [("amqp", 5672), ("amqp/ssl", 5671), ("http", 15672), ("https", 15671),
                      ("http/prometheus", 15692), ("https/prometheus", 15691), ("clustering", 25672)]:
@@ -47,7 +47,7 @@ def test_listeners(host):
 
 
 def test_management_plain_http_is_loopback_only(host):
-    listeners = json.loads(host.check_output("rabbitmq-diagnostics -q listeners --formatter json"))
+    listeners = json.loads(host.check_output("rabbitmq-diagnostics -q listeners --formatter json"))["listeners"]
     http = [item for item in listeners if item["protocol"] == "http"]
     assert http and all(item["interface"] == "127.0.0.1" for item in http)
 
@@ -57,6 +57,13 @@ def test_open_file_limit_applied(host):
     limits = host.file(f"/proc/{pid}/limits").content_string
     line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
     assert line.split()[3] == "16384"
+
+
+def test_no_repository_file_from_a_check_mode_run(host):
+    # The distro install never adds Team RabbitMQ's repositories; the default scenario's
+    # check-mode run of the rabbitmq_repo path must not have written them either.
+    assert not host.file("/etc/apt/sources.list.d/warren-rabbitmq-server.sources").exists
+    assert not host.file("/etc/apt/preferences.d/warren-rabbitmq").exists
 
 
 def test_plugins_enabled(host):
