@@ -310,7 +310,7 @@ def test_node_down_pages_through_alertmanager_and_resolves(mon):
     wait_for("RabbitMQNodeDown to clear in Prometheus", lambda: node_down_alert(mon) is None, timeout=180)
     cleared_at = time.time()
     # Alertmanager sends a resolved notification on the group's next group_interval tick
-    # (5m by default, counted from the firing notification), so this wait is longer.
+    # (5m by default, 30 s in this scenario, counted from the firing notification).
     resolved = wait_for("the resolved notification at the webhook receiver",
                         lambda: notifications(mon, "resolved", started_at), timeout=420, interval=5)
     resolved_notified_at = resolved[0][0]["received_at"]
