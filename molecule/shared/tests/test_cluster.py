@@ -22,6 +22,15 @@ def test_three_running_nodes_with_one_cluster_name(nodes):
         assert status["alarms"] == []
 
 
+def test_wiped_node_rejoined(nodes):
+    # molecule/cluster/wipe-node.yml deleted the last node's database and re-ran the playbook.
+    wiped = nodes[-1]
+    assert wiped.host.file("/var/tmp/warren-wiped").exists, "the wipe side effect did not run"
+    assert wiped.host.file(f"/var/lib/rabbitmq/mnesia/{wiped.nodename}").is_directory
+    status = wiped.cluster_status()
+    assert sorted(status["running_nodes"]) == sorted(node.nodename for node in nodes)
+
+
 def queue_info(node, name):
     rows = node.ctl_json("list_queues", "-p", "warren-test", "name", "type", "leader", "members", "online")
     return next((row for row in rows if row["name"] == name), None)
