@@ -46,7 +46,14 @@ def recap(output):
     return hosts
 
 
+def loadavg():
+    """The 1-minute load average: on a 2-core machine, anything above 2 means contention."""
+    with open("/proc/loadavg", encoding="ascii") as handle:
+        return float(handle.read().split()[0])
+
+
 def main():
+    load_before = loadavg()
     image_seconds, _ = run("base image", ["make", "-s", "image"])
     run("remove lab hosts", ["make", "-s", "lab-down"])
     cold_seconds, cold_out = run("cold make lab", ["make", "-s", "lab"])
@@ -64,6 +71,7 @@ def main():
         "warm_changed": sum(h["changed"] for h in warm.values()),
         "warm_recap": warm,
         "aim": {"warm_lab_seconds_below": 60, "warm_changed": 0},
+        "load_1m": {"before": load_before, "after": loadavg()},
     }
     result["aim_met"] = result["warm_lab_seconds"] < 60 and result["warm_changed"] == 0
     os.makedirs(RESULTS, exist_ok=True)
@@ -76,6 +84,7 @@ def main():
     print(f"  base image (cached unless its recipe changed)  {image_seconds:7.1f} s")
     print(f"  cold make lab (fresh hosts)                    {cold_seconds:7.1f} s  changed={result['cold_changed']}")
     print(f"  warm make lab (re-run)                         {warm_seconds:7.1f} s  changed={result['warm_changed']}")
+    print(f"  load average (1 min) before / after             {load_before:5.2f} / {result['load_1m']['after']:.2f}")
     print(f"  aim (warm < 60 s, changed=0)                   {'met' if result['aim_met'] else 'NOT met'}")
     print(f"  written to {os.path.relpath(path, ROOT)}")
     return 0 if result["aim_met"] else 1
