@@ -5,7 +5,6 @@ channels are fakes, so every failure path can be produced without a broker.
 """
 
 import collections
-import importlib.util
 import json
 import math
 import os
@@ -16,19 +15,13 @@ import urllib.request
 import pika
 import pika.exceptions
 import pytest
+from utils import load_file
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SCRIPT = os.path.join(ROOT, "roles", "canary", "files", "warren_canary.py")
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("warren_canary", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-wc = _load()
+wc = load_file("warren_canary", SCRIPT)
 
 
 # --------------------------------------------------------------------------------------------

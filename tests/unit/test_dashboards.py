@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from utils import load_file
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, "tools", "dashboards", "build.py")
@@ -35,14 +36,7 @@ TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\$\{?\w+\}?|\d+(?:\.\d+)?(?:[eE][+-]?\d+)
                    r'|[A-Za-z_:][\w:]*|\S')
 
 
-def _load_build():
-    spec = importlib.util.spec_from_file_location("warren_dashboards_build", BUILD)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _load_build()
+build = load_file("warren_dashboards_build", BUILD)
 
 
 def dashboards():

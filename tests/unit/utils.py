@@ -68,3 +68,13 @@ def run_fail(main, args, check_mode=False, diff=False):
         with pytest.raises(AnsibleFailJson) as exc:
             main()
     return exc.value.result
+
+
+def load_file(name, path):
+    """Import a standalone Python file (a script shipped in a role or a tool) as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
