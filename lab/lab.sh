@@ -13,7 +13,7 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 image=${WARREN_LAB_IMAGE:-localhost/warren-lab-base:latest}
 network=${WARREN_LAB_NETWORK:-warren-lab}
 prefix=warren-lab-
-hosts=(rmq1 rmq2 rmq3 mon1)
+hosts=(rmq1 rmq2 rmq3 mon1 load1)
 # Published on loopback only: the management UI of rmq1 (HTTPS).
 declare -A publish=([rmq1]="127.0.0.1:15671:15671" [mon1]="127.0.0.1:9090-9093:9090-9093")
 
