@@ -59,7 +59,7 @@ lab: deps venv collection image  ## bring up the lab: hosts, then site.yml, then
 lab-summary: venv collection  ## print the lab summary again
 	@$(BIN)/ansible-playbook -i inventories/lab lab/summary.yml
 
-lab-down:  ## remove the lab hosts and network (nothing else)
+lab-down: venv  ## remove the lab hosts and network (nothing else)
 	@lab/lab.sh down
 
 test: lint unit promtool sanity molecule  ## everything CI runs: lint, unit, rules, sanity, Molecule

@@ -3,7 +3,8 @@
 #   lab/lab.sh up      create (or reuse) the network and the hosts, wait for systemd
 #   lab/lab.sh down    remove the hosts and the network, nothing else
 #   lab/lab.sh status  list them
-# Containers are named warren-lab-<host>, with <host> as hostname and DNS alias, so nodes
+# Hosts and their containers come from inventories/lab (ansible_host is the container), with the
+# inventory name as hostname and DNS alias, so nodes
 # resolve each other by short name (rabbit@rmq1 ...). Leftovers from an earlier run are reused
 # when running, restarted when stopped.
 set -euo pipefail
@@ -12,10 +13,38 @@ here=$(cd "$(dirname "$0")" && pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 image=${WARREN_LAB_IMAGE:-localhost/warren-lab-base:latest}
 network=${WARREN_LAB_NETWORK:-warren-lab}
-prefix=warren-lab-
-hosts=(rmq1 rmq2 rmq3 mon1 load1)
-# Published on loopback only: the management UI of rmq1 (HTTPS).
-declare -A publish=([rmq1]="127.0.0.1:15671:15671" [mon1]="127.0.0.1:9090-9093:9090-9093")
+root=$(cd "$here/.." && pwd)
+inventory=${WARREN_LAB_INVENTORY:-$root/inventories/lab}
+ansible_inventory=${ANSIBLE_INVENTORY_BIN:-$root/.venv/bin/ansible-inventory}
+
+# The hosts come from the lab inventory, the one place they are named: each host's container is
+# its ansible_host, its hostname (and DNS alias) the inventory name, and warren_lab_publish lists
+# the ports it publishes on the machine's loopback.
+declare -a hosts=()
+declare -A container=() publish=()
+while IFS=$'\t' read -r h c p; do
+  hosts+=("$h"); container[$h]=$c; publish[$h]=$p
+done < <("$ansible_inventory" -i "$inventory" --list 2>/dev/null | python3 -c '
+import json, sys
+inv = json.load(sys.stdin)
+hv = inv.get("_meta", {}).get("hostvars", {})
+seen = []
+def walk(group):
+    g = inv.get(group, {})
+    for h in g.get("hosts", []):
+        if h not in seen:
+            seen.append(h)
+    for child in g.get("children", []):
+        walk(child)
+walk("all")
+for h in seen:
+    v = hv.get(h, {})
+    print("\t".join([h, v.get("ansible_host", "warren-lab-" + h), " ".join(v.get("warren_lab_publish", []))]))
+')
+if [ "${#hosts[@]}" -eq 0 ]; then
+  echo "[lab] no hosts found in $inventory (is $ansible_inventory installed? run: make venv)" >&2
+  exit 1
+fi
 
 log() { printf '[lab] %s\n' "$*"; }
 
@@ -35,7 +64,7 @@ up() {
     podman network create "$network" >/dev/null
   fi
   for h in "${hosts[@]}"; do
-    c=$prefix$h
+    c=${container[$h]}
     if podman container exists "$c"; then
       if [ "$(podman inspect -f '{{.State.Running}}' "$c")" != "true" ]; then
         log "$h: starting existing container $c"
@@ -46,20 +75,25 @@ up() {
     else
       log "$h: creating container $c"
       args=(run -d --name "$c" --hostname "$h" --network "$network" --network-alias "$h"
-            --systemd=always --cap-add NET_ADMIN --label warren-lab=1)
-      if [ -n "${publish[$h]:-}" ]; then args+=(-p "${publish[$h]}"); fi
+            --systemd=always --cap-add NET_ADMIN --label warren-lab=1 --label "warren-lab-network=$network")
+      for p in ${publish[$h]}; do args+=(-p "$p"); done
       podman "${args[@]}" "$image" >/dev/null
     fi
   done
-  for h in "${hosts[@]}"; do wait_systemd "$prefix$h"; done
+  for h in "${hosts[@]}"; do wait_systemd "${container[$h]}"; done
   log "hosts up: ${hosts[*]} on network $network"
 }
 
 down() {
-  for h in "${hosts[@]}"; do
-    if podman container exists "$prefix$h"; then
-      log "removing $prefix$h"
-      podman rm -f -t 5 "$prefix$h" >/dev/null
+  # The inventory's hosts, and any container this lab made on its network (label) for a host
+  # since dropped from the inventory.
+  local names
+  names=$( { for h in "${hosts[@]}"; do echo "${container[$h]}"; done
+             podman ps -a --filter "label=warren-lab-network=$network" --format '{{.Names}}'; } | sort -u)
+  for c in $names; do
+    if podman container exists "$c"; then
+      log "removing $c"
+      podman rm -f -t 5 "$c" >/dev/null
     fi
   done
   if podman network exists "$network"; then
