@@ -19,3 +19,9 @@ if not os.path.exists(LINK):
 
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
+
+# The collection's AMQP client package (roles/amqp_client/files/warren_amqp), importable as
+# `warren_amqp` the way hosts get it through PYTHONPATH=/usr/local/lib/warren/python.
+AMQP_CLIENT_FILES = os.path.join(ROOT, "roles", "amqp_client", "files")
+if AMQP_CLIENT_FILES not in sys.path:
+    sys.path.insert(0, AMQP_CLIENT_FILES)
