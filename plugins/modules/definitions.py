@@ -223,12 +223,13 @@ from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_api impor
     api_path,
     run_module,
 )
+from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_kinds import (
+    BY_KEY,
+    TYPES,
+    DefinitionsError,
+)
 from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_values import (
-    APPLY_TO,
-    ARGUMENT_POLICY_KEYS,
     DEFAULT_HASHING,
-    HASH_FUNCTIONS,
-    QUEUE_TYPES,
     canonical_json,
     check_password,
     make_password_hash,
@@ -237,169 +238,20 @@ from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_values im
     tags_list,
 )
 
-# Object types in the order they are created; deletion runs in reverse.
-TYPES = ('vhosts', 'users', 'permissions', 'topic_permissions', 'global_parameters', 'parameters',
-         'policies', 'operator_policies', 'exchanges', 'queues', 'bindings')
 METADATA_KEYS = ('rabbit_version', 'rabbitmq_version', 'product_name', 'product_version',
                  'rabbitmq_definition_format', 'original_cluster_name', 'explanation')
-REQUIRED = {
-    'vhosts': ('name',),
-    'users': ('name',),
-    'permissions': ('user', 'vhost', 'configure', 'write', 'read'),
-    'topic_permissions': ('user', 'vhost', 'exchange', 'write', 'read'),
-    'parameters': ('vhost', 'component', 'name', 'value'),
-    'global_parameters': ('name', 'value'),
-    'policies': ('vhost', 'name', 'pattern', 'definition'),
-    'operator_policies': ('vhost', 'name', 'pattern', 'definition'),
-    'exchanges': ('vhost', 'name', 'type'),
-    'queues': ('vhost', 'name'),
-    'bindings': ('vhost', 'source', 'destination', 'destination_type'),
-}
-SINGULAR = {
-    'vhosts': 'vhost', 'users': 'user', 'permissions': 'permission', 'topic_permissions': 'topic permission',
-    'parameters': 'parameter', 'global_parameters': 'global parameter', 'policies': 'policy',
-    'operator_policies': 'operator policy', 'exchanges': 'exchange', 'queues': 'queue', 'bindings': 'binding',
-}
-PROTECTED_GLOBAL_PARAMETERS = ('internal_cluster_id', 'cluster_name', 'cluster_tags')
 MASK = '********'
 
 
-class DefinitionsError(Exception):
-    """Bad input or a plan RabbitMQ cannot carry out; raised before anything is changed."""
-
-
-# -- identity and labels ----------------------------------------------------------------------
-
 def identity(kind, obj):
-    if kind in ('vhosts', 'users', 'global_parameters'):
-        return (obj['name'],)
-    if kind == 'permissions':
-        return (obj['vhost'], obj['user'])
-    if kind == 'topic_permissions':
-        return (obj['vhost'], obj['user'], obj['exchange'])
-    if kind == 'parameters':
-        return (obj['vhost'], obj['component'], obj['name'])
-    if kind == 'bindings':
-        return (obj['vhost'], obj['source'], obj['destination_type'], obj['destination'],
-                obj.get('routing_key') or '', canonical_json(obj.get('arguments') or {}))
-    return (obj['vhost'], obj['name'])
+    return BY_KEY[kind].identity(obj)
 
 
 def label(kind, key):
-    what = SINGULAR[kind]
-    if kind in ('vhosts', 'users', 'global_parameters'):
-        return "%s '%s'" % (what, key[0])
-    if kind == 'permissions':
-        return "permission of user '%s' in vhost '%s'" % (key[1], key[0])
-    if kind == 'topic_permissions':
-        return "topic permission of user '%s' on exchange '%s' in vhost '%s'" % (key[1], key[2], key[0])
-    if kind == 'parameters':
-        return "parameter '%s' of component '%s' in vhost '%s'" % (key[2], key[1], key[0])
-    if kind == 'bindings':
-        return "binding from exchange '%s' to %s '%s' with routing key '%s' in vhost '%s'" % (
-            key[1], key[2], key[3], key[4], key[0])
-    return "%s '%s' in vhost '%s'" % (what, key[1], key[0])
-
-
-def diff_key(kind, key):
-    """A readable, unique key for the diff output."""
-    if kind == 'bindings':
-        return '%s: %s -> %s %s [%s] %s' % (key[0], key[1], key[2], key[3], key[4], key[5].strip().replace('\n', ''))
-    return ' | '.join(key)
+    return BY_KEY[kind].label(key)
 
 
 # -- normalisation -----------------------------------------------------------------------------
-
-def _as_bool(value, default):
-    if value is None:
-        return default
-    if isinstance(value, str):
-        return value.strip().lower() in ('true', 'yes', '1', 'on')
-    return bool(value)
-
-
-def norm_vhost(raw, desired):
-    meta = raw.get('metadata') or {}
-    out = {'name': raw['name']}
-    for field in ('description', 'tags', 'default_queue_type'):
-        value = raw.get(field, meta.get(field))
-        if field == 'tags' and value is not None:
-            value = tags_list(value)
-        if value is not None or not desired:
-            out[field] = value if value is not None else ([] if field == 'tags' else '')
-    if 'limits' in raw and raw['limits'] is not None:
-        out['limits'] = normalise_mapping(raw['limits'])
-    elif not desired:
-        out['limits'] = {}
-    return out
-
-
-def norm_user(raw, desired):
-    out = {'name': raw['name']}
-    if raw.get('tags') is not None or not desired:
-        out['tags'] = tags_list(raw.get('tags'))
-    if desired and raw.get('password') is not None:
-        out['password'] = str(raw['password'])
-    elif raw.get('password_hash') is not None:
-        out['password_hash'] = raw['password_hash']
-        out['hashing_algorithm'] = raw.get('hashing_algorithm') or DEFAULT_HASHING
-    if raw.get('limits') is not None:
-        out['limits'] = normalise_mapping(raw['limits'])
-    elif not desired:
-        out['limits'] = {}
-    return out
-
-
-def norm_queue(raw, desired):
-    args = dict(raw.get('arguments') or {})
-    if raw.get('type') and 'x-queue-type' not in args:
-        args['x-queue-type'] = raw['type']
-    return {'vhost': raw['vhost'], 'name': raw['name'],
-            'durable': _as_bool(raw.get('durable'), True),
-            'auto_delete': _as_bool(raw.get('auto_delete'), False),
-            'arguments': normalise_mapping(args)}
-
-
-def norm_exchange(raw, desired):
-    return {'vhost': raw['vhost'], 'name': raw['name'], 'type': raw['type'],
-            'durable': _as_bool(raw.get('durable'), True),
-            'auto_delete': _as_bool(raw.get('auto_delete'), False),
-            'internal': _as_bool(raw.get('internal'), False),
-            'arguments': normalise_mapping(raw.get('arguments') or {})}
-
-
-def norm_binding(raw, desired):
-    return {'vhost': raw['vhost'], 'source': raw['source'], 'destination': raw['destination'],
-            'destination_type': raw['destination_type'], 'routing_key': raw.get('routing_key') or '',
-            'arguments': normalise_mapping(raw.get('arguments') or {})}
-
-
-def norm_policy(raw, desired):
-    out = normalise_policy(raw)
-    out.update(vhost=raw['vhost'], name=raw['name'])
-    return out
-
-
-def _pick(*fields):
-    def norm(raw, desired):
-        return dict((f, raw[f]) for f in fields)
-    return norm
-
-
-NORMALISERS = {
-    'vhosts': norm_vhost,
-    'users': norm_user,
-    'permissions': _pick('user', 'vhost', 'configure', 'write', 'read'),
-    'topic_permissions': _pick('user', 'vhost', 'exchange', 'write', 'read'),
-    'parameters': _pick('vhost', 'component', 'name', 'value'),
-    'global_parameters': _pick('name', 'value'),
-    'policies': norm_policy,
-    'operator_policies': norm_policy,
-    'exchanges': norm_exchange,
-    'queues': norm_queue,
-    'bindings': norm_binding,
-}
-
 
 def _fold_special_parameters(doc):
     """Exports carry vhost limits and operator policies as parameters; model them as what they are."""
@@ -425,21 +277,21 @@ def model(doc, desired):
     source['parameters'] = params
     source['operator_policies'] = op_policies
     out = {}
-    for kind in TYPES:
+    for kind in BY_KEY.values():
         objs = {}
-        for raw in source.get(kind) or []:
-            if kind == 'vhosts' and raw['name'] in limits and raw.get('limits') is None:
+        for raw in source.get(kind.key) or []:
+            if kind.key == 'vhosts' and raw['name'] in limits and raw.get('limits') is None:
                 raw = dict(raw, limits=limits[raw['name']])
-            if kind == 'exchanges' and not desired and (raw['name'] == '' or raw['name'].startswith('amq.')):
+            if kind.key == 'exchanges' and not desired and kind.builtin(raw['name']):
                 continue
-            obj = NORMALISERS[kind](raw, desired)
-            objs[identity(kind, obj)] = obj
-        out[kind] = objs
+            obj = kind.normalise(raw, desired)
+            objs[kind.identity(obj)] = obj
+        out[kind.key] = objs
     if desired:
         # limits given as a vhost-limits parameter for a vhost the set does not list: manage only them
         for name, value in sorted(limits.items()):
             if (name,) not in out['vhosts']:
-                out['vhosts'][(name,)] = norm_vhost({'name': name, 'limits': value}, True)
+                out['vhosts'][(name,)] = BY_KEY['vhosts'].normalise({'name': name, 'limits': value}, True)
     return out
 
 
@@ -462,28 +314,28 @@ def validate(doc, current, prune, login_user):
             raise DefinitionsError("unknown object type '%s' in definitions; known types: %s"
                                    % (key, ', '.join(TYPES)))
     seen = {}
-    for kind in TYPES:
-        items = doc.get(kind)
+    for kind in BY_KEY.values():
+        items = doc.get(kind.key)
         if items is None:
             continue
         if not isinstance(items, list):
-            raise DefinitionsError("'%s' must be a list, got %s" % (kind, type(items).__name__))
+            raise DefinitionsError("'%s' must be a list, got %s" % (kind.key, type(items).__name__))
         for index, item in enumerate(items):
-            where = _item_label(kind, index, item)
+            where = _item_label(kind.key, index, item)
             if not isinstance(item, dict):
                 raise DefinitionsError('%s must be a dict, got %s' % (where, type(item).__name__))
-            missing = [f for f in REQUIRED[kind] if item.get(f) is None]
+            missing = [f for f in kind.required if item.get(f) is None]
             if missing:
                 raise DefinitionsError('%s is missing required field%s: %s'
                                        % (where, 's' if len(missing) > 1 else '', ', '.join(missing)))
-            for f in REQUIRED[kind]:
+            for f in kind.required:
                 if f not in ('value', 'definition') and not isinstance(item[f], str):
                     raise DefinitionsError('%s: field %s must be a string' % (where, f))
-            _validate_values(kind, where, item)
-            key = identity(kind, NORMALISERS[kind](item, True))
-            if key in seen.setdefault(kind, set()):
-                raise DefinitionsError('%s is a duplicate of an earlier %s' % (where, SINGULAR[kind]))
-            seen[kind].add(key)
+            kind.check_values(where, item)
+            key = kind.identity(kind.normalise(item, True))
+            if key in seen.setdefault(kind.key, set()):
+                raise DefinitionsError('%s is a duplicate of an earlier %s' % (where, kind.singular))
+            seen[kind.key].add(key)
 
     desired_vhosts = set(v['name'] for v in doc.get('vhosts') or [])
     desired_users = set(u['name'] for u in doc.get('users') or [])
@@ -504,58 +356,6 @@ def validate(doc, current, prune, login_user):
                                        % (_item_label(kind, index, item), item['user']))
 
 
-def _validate_values(kind, where, item):
-    if kind == 'vhosts':
-        dqt = item.get('default_queue_type', (item.get('metadata') or {}).get('default_queue_type'))
-        if dqt is not None and dqt not in QUEUE_TYPES:
-            raise DefinitionsError("%s: default_queue_type '%s' is not one of %s" % (where, dqt, ', '.join(QUEUE_TYPES)))
-        _check_limits(where, item.get('limits'), ('max-connections', 'max-queues'))
-    elif kind == 'users':
-        algo = item.get('hashing_algorithm')
-        if algo is not None and algo not in HASH_FUNCTIONS:
-            raise DefinitionsError("%s: unknown hashing_algorithm '%s'" % (where, algo))
-        if item.get('password') is not None and item.get('password_hash') is not None:
-            raise DefinitionsError('%s: give password or password_hash, not both' % where)
-        _check_limits(where, item.get('limits'), ('max-connections', 'max-channels'))
-    elif kind in ('policies', 'operator_policies'):
-        if not isinstance(item['definition'], dict) or not item['definition']:
-            raise DefinitionsError('%s: definition must be a non-empty dict' % where)
-        apply_to = item.get('apply-to', item.get('apply_to')) or 'all'
-        if apply_to not in APPLY_TO:
-            raise DefinitionsError("%s: apply-to '%s' is not one of %s" % (where, apply_to, ', '.join(APPLY_TO)))
-        try:
-            int(item.get('priority') or 0)
-        except (TypeError, ValueError):
-            raise DefinitionsError("%s: priority '%s' is not an integer" % (where, item.get('priority')))
-    elif kind == 'queues':
-        qtype = (item.get('arguments') or {}).get('x-queue-type') or item.get('type')
-        if qtype is not None and qtype not in QUEUE_TYPES:
-            raise DefinitionsError("%s: queue type '%s' is not one of %s" % (where, qtype, ', '.join(QUEUE_TYPES)))
-        if item.get('arguments') is not None and not isinstance(item['arguments'], dict):
-            raise DefinitionsError('%s: arguments must be a dict' % where)
-    elif kind == 'exchanges':
-        if item['name'] == '' or item['name'].startswith('amq.'):
-            raise DefinitionsError("%s: exchange names '' and 'amq.*' are reserved by RabbitMQ" % where)
-    elif kind == 'bindings':
-        if item['destination_type'] not in ('queue', 'exchange'):
-            raise DefinitionsError("%s: destination_type '%s' must be queue or exchange"
-                                   % (where, item['destination_type']))
-
-
-def _check_limits(where, limits, allowed):
-    if limits is None:
-        return
-    if not isinstance(limits, dict):
-        raise DefinitionsError('%s: limits must be a dict' % where)
-    for name, value in limits.items():
-        if name not in allowed:
-            raise DefinitionsError("%s: unknown limit '%s' (known: %s)" % (where, name, ', '.join(allowed)))
-        try:
-            int(value)
-        except (TypeError, ValueError):
-            raise DefinitionsError("%s: limit %s must be an integer, got '%s'" % (where, name, value))
-
-
 # -- planning ----------------------------------------------------------------------------------
 
 class Action:
@@ -567,10 +367,8 @@ class Action:
         return text + (' (%s)' % self.detail if self.detail else '')
 
 
-def _effective(kind, want, have):
+def _effective(want, have):
     """The object as it will be: unmanaged (missing) fields keep their current values."""
-    if have is None:
-        return want
     merged = dict(have)
     merged.update(want)
     return merged
@@ -579,238 +377,72 @@ def _effective(kind, want, have):
 def _password_state(want, have):
     """Return (changed, unverifiable) for the password part of a user."""
     if 'password' in want:
-        if have is None:
-            return True, False
         ok = check_password(want['password'], have.get('password_hash'), have.get('hashing_algorithm'))
         if ok is None:
             return True, True
         return not ok, False
     if 'password_hash' in want:
-        if have is None:
-            return True, False
         return (want['password_hash'] != have.get('password_hash')
                 or want['hashing_algorithm'] != have.get('hashing_algorithm')), False
     return False, False
 
 
-def _compare_fields(kind, want, have):
-    if kind == 'users':
-        return [f for f in ('tags', 'limits') if f in want and want[f] != have.get(f)]
-    if kind == 'vhosts':
-        return [f for f in ('description', 'tags', 'default_queue_type', 'limits') if f in want and want[f] != have.get(f)]
-    if kind == 'queues':
-        wanted = dict(want['arguments'])
-        current = dict(have['arguments'])
-        if 'x-queue-type' not in wanted:
-            current.pop('x-queue-type', None)
-        fields = [f for f in ('durable', 'auto_delete') if want[f] != have[f]]
-        fields += ['argument %s' % a for a in sorted(set(wanted) | set(current)) if wanted.get(a) != current.get(a)]
-        return fields
-    return sorted(f for f in set(want) | set(have) if want.get(f) != have.get(f))
-
-
-def conflict_message(kind, key, want, have, fields):
-    name, vhost = key[1], key[0]
-    if kind == 'exchanges':
-        diffs = ', '.join('%s: current %s, wanted %s' % (f, json.dumps(have.get(f)), json.dumps(want.get(f)))
-                          for f in fields)
-        return ("exchange '%s' in vhost '%s' exists with different properties, which RabbitMQ cannot change "
-                "in place (%s). Fix: declare an exchange under a new name and move the bindings, or delete "
-                "the exchange first." % (name, vhost, diffs))
-    parts, policy_keys, needs_migration = [], [], False
-    for f in fields:
-        if f.startswith('argument '):
-            arg = f[len('argument '):]
-            cur, new = have['arguments'].get(arg), want['arguments'].get(arg)
-            parts.append('%s: current %s, wanted %s' % (arg, json.dumps(cur), json.dumps(new)))
-            if arg in ARGUMENT_POLICY_KEYS:
-                policy_keys.append('%s (for %s)' % (ARGUMENT_POLICY_KEYS[arg], arg))
-            else:
-                needs_migration = True
-        else:
-            parts.append('%s: current %s, wanted %s' % (f, json.dumps(have.get(f)), json.dumps(want.get(f))))
-            needs_migration = True
-    fixes = []
-    if policy_keys:
-        fixes.append('keep the queue\'s current arguments and set %s through a policy (warren.rabbitmq.policy '
-                     'or "policies" in the definitions) - a policy applies to existing queues at once'
-                     % ', '.join(policy_keys))
-    if needs_migration:
-        fixes.append('declare a queue under a new name with the wanted type/properties, move the messages '
-                     '(for example with a shovel) and consumers to it, then delete the old queue')
-    return ("queue '%s' in vhost '%s' exists with different type or arguments, which RabbitMQ cannot change in "
-            "place: %s. Fix: %s." % (name, vhost, '; '.join(parts), '; and '.join(fixes)))
-
-
 def plan(desired, current, prune, login_user):
     """Compare models; return (actions, conflicts)."""
     actions, conflicts = [], []
-    for kind in TYPES:
-        want_all, have_all = desired[kind], current[kind]
+    for kind in BY_KEY.values():
+        want_all, have_all = desired[kind.key], current[kind.key]
         for key, want in want_all.items():
             have = have_all.get(key)
             if have is None:
-                detail = ''
-                actions.append(Action('create', kind, key, None, want, detail))
+                actions.append(Action('create', kind.key, key, None, want))
                 continue
-            fields = _compare_fields(kind, want, have)
-            if kind in ('queues', 'exchanges') and fields:
-                conflicts.append(conflict_message(kind, key, want, have, fields))
+            fields = kind.compare(want, have)
+            if kind.immutable and fields:
+                conflicts.append(kind.conflict(key, want, have, fields))
                 continue
-            if kind == 'users':
+            if kind.key == 'users':
                 pw_changed, unverifiable = _password_state(want, have)
                 if pw_changed:
                     fields.append('password' + (' (stored hash cannot be checked)' if unverifiable else ''))
             if fields:
-                actions.append(Action('update', kind, key, have, _effective(kind, want, have), ', '.join(fields)))
+                actions.append(Action('update', kind.key, key, have, _effective(want, have), ', '.join(fields)))
         if prune:
             for key, have in have_all.items():
-                if key in want_all or _protected(kind, key, have, login_user):
+                if key in want_all or kind.protected(key, login_user):
                     continue
-                actions.append(Action('delete', kind, key, have, None))
+                actions.append(Action('delete', kind.key, key, have, None))
     return actions, conflicts
-
-
-def _protected(kind, key, have, login_user):
-    if kind == 'users':
-        return key[0] == login_user
-    if kind in ('permissions', 'topic_permissions'):
-        return key[1] == login_user
-    if kind == 'exchanges':
-        return key[1] == '' or key[1].startswith('amq.')
-    if kind == 'global_parameters':
-        return key[0] in PROTECTED_GLOBAL_PARAMETERS
-    if kind == 'bindings':
-        return key[1] == ''
-    return False
 
 
 # -- applying ----------------------------------------------------------------------------------
 
-def _user_body(obj, have):
-    body = {'tags': ','.join(obj.get('tags') or [])}
-    if 'password' in obj:
-        body['password'] = obj['password']
-    elif 'password_hash' in obj:
-        body['password_hash'] = obj['password_hash']
-        body['hashing_algorithm'] = obj['hashing_algorithm']
-    elif have is not None:
-        body['password_hash'] = have.get('password_hash') or ''
-        body['hashing_algorithm'] = have.get('hashing_algorithm') or DEFAULT_HASHING
-    else:
-        body['password_hash'] = ''
-    return body
-
-
-def _sync_limits(client, resource, owner, want, have):
-    if want is None:
-        return
-    have = have or {}
-    for name, value in sorted(want.items()):
-        if have.get(name) != value:
-            client.put(api_path(resource, owner, name), {'value': int(value)})
-    for name in sorted(set(have) - set(want)):
-        client.delete(api_path(resource, owner, name))
-
-
 def apply_action(client, action, current):
-    kind, key, obj = action.kind, action.key, action.after
-    vhost = key[0]
+    kind = BY_KEY[action.kind]
     if action.op == 'delete':
-        _delete(client, kind, key, action.before, current)
-        return
-    if kind == 'vhosts':
-        body = dict((f, obj[f]) for f in ('description', 'default_queue_type') if obj.get(f) is not None)
-        if obj.get('tags') is not None:
-            body['tags'] = ','.join(obj['tags'])
-        client.put(api_path('vhosts', vhost), body)
-        _sync_limits(client, 'vhost-limits', vhost, obj.get('limits'), (action.before or {}).get('limits'))
-    elif kind == 'users':
-        client.put(api_path('users', key[0]), _user_body(obj, action.before))
-        _sync_limits(client, 'user-limits', key[0], obj.get('limits'), (action.before or {}).get('limits'))
-    elif kind == 'permissions':
-        client.put(api_path('permissions', vhost, key[1]),
-                   dict((f, obj[f]) for f in ('configure', 'write', 'read')), vhost=vhost)
-    elif kind == 'topic_permissions':
-        client.put(api_path('topic-permissions', vhost, key[1]),
-                   dict((f, obj[f]) for f in ('exchange', 'write', 'read')), vhost=vhost)
-    elif kind == 'parameters':
-        client.put(api_path('parameters', key[1], vhost, key[2]),
-                   {'vhost': vhost, 'component': key[1], 'name': key[2], 'value': obj['value']}, vhost=vhost)
-    elif kind == 'global_parameters':
-        client.put(api_path('global-parameters', key[0]), {'name': key[0], 'value': obj['value']})
-    elif kind in ('policies', 'operator_policies'):
-        resource = 'policies' if kind == 'policies' else 'operator-policies'
-        client.put(api_path(resource, vhost, key[1]),
-                   dict((f, obj[f]) for f in ('pattern', 'apply-to', 'definition', 'priority')), vhost=vhost)
-    elif kind == 'exchanges':
-        client.put(api_path('exchanges', vhost, key[1]),
-                   dict((f, obj[f]) for f in ('type', 'durable', 'auto_delete', 'internal', 'arguments')), vhost=vhost)
-    elif kind == 'queues':
-        client.put(api_path('queues', vhost, key[1]),
-                   dict((f, obj[f]) for f in ('durable', 'auto_delete', 'arguments')), vhost=vhost)
-    elif kind == 'bindings':
-        dest = 'q' if obj['destination_type'] == 'queue' else 'e'
-        client.post(api_path('bindings', vhost, 'e', obj['source'], dest, obj['destination']),
-                    {'routing_key': obj['routing_key'], 'arguments': obj['arguments']}, vhost=vhost)
-
-
-def _delete(client, kind, key, have, current):
-    vhost = key[0]
-    if kind == 'vhosts':
-        client.delete(api_path('vhosts', vhost))
-    elif kind == 'users':
-        client.delete(api_path('users', key[0]))
-    elif kind == 'permissions':
-        client.delete(api_path('permissions', vhost, key[1]), vhost=vhost)
-    elif kind == 'topic_permissions':
-        # The API deletes all topic permissions of a user in a vhost at once; put back the others.
-        client.delete(api_path('topic-permissions', vhost, key[1]), vhost=vhost)
-        for other_key, other in sorted(current['topic_permissions'].items()):
-            if other_key[:2] == key[:2] and other_key != key:
-                client.put(api_path('topic-permissions', vhost, key[1]),
-                           dict((f, other[f]) for f in ('exchange', 'write', 'read')), vhost=vhost)
-    elif kind == 'parameters':
-        client.delete(api_path('parameters', key[1], vhost, key[2]), vhost=vhost)
-    elif kind == 'global_parameters':
-        client.delete(api_path('global-parameters', key[0]))
-    elif kind in ('policies', 'operator_policies'):
-        client.delete(api_path('policies' if kind == 'policies' else 'operator-policies', vhost, key[1]), vhost=vhost)
-    elif kind in ('exchanges', 'queues'):
-        client.delete(api_path(kind, vhost, key[1]), vhost=vhost)
-    elif kind == 'bindings':
-        dest = 'q' if have['destination_type'] == 'queue' else 'e'
-        path = api_path('bindings', vhost, 'e', have['source'], dest, have['destination'])
-        for b in client.get(path, missing_ok=True, vhost=vhost) or []:
-            if (b.get('routing_key') or '') == have['routing_key'] and \
-                    normalise_mapping(b.get('arguments') or {}) == have['arguments']:
-                # properties_key is used verbatim as one more path segment (so it is encoded again)
-                client.delete(api_path('bindings', vhost, 'e', have['source'], dest, have['destination'],
-                                       b['properties_key']), vhost=vhost)
-
-
-FIRST = ('vhosts', 'users', 'permissions', 'topic_permissions')
+        kind.delete(client, action.key, action.before, current)
+    else:
+        kind.put(client, action.after, action.before)
 
 
 def execute(client, actions, current):
     """Vhosts, users and permissions first, then deletes (children first), then everything else."""
     for a in actions:
-        if a.op != 'delete' and a.kind in FIRST:
+        if a.op != 'delete' and BY_KEY[a.kind].first:
             apply_action(client, a, current)
     deletes = [a for a in actions if a.op == 'delete']
     doomed_vhosts = set(a.key[0] for a in deletes if a.kind == 'vhosts')
     doomed_users = set(a.key[0] for a in deletes if a.kind == 'users')
     # Deletes first, children before parents; what dies with its vhost or user is skipped.
     for a in sorted(deletes, key=lambda a: -TYPES.index(a.kind)):
-        if a.kind != 'vhosts' and a.kind not in ('users', 'global_parameters') and a.key[0] in doomed_vhosts:
+        if BY_KEY[a.kind].in_vhost and a.key[0] in doomed_vhosts:
             continue
         if a.kind in ('permissions', 'topic_permissions') and a.key[1] in doomed_users:
             continue
         apply_action(client, a, current)
     for a in actions:
-        if a.op != 'delete' and a.kind not in FIRST:
+        if a.op != 'delete' and not BY_KEY[a.kind].first:
             apply_action(client, a, current)
-
 
 # -- diff output -------------------------------------------------------------------------------
 
@@ -828,7 +460,7 @@ def _shown(obj):
 def build_diff(actions):
     before, after = {}, {}
     for a in actions:
-        k = diff_key(a.kind, a.key)
+        k = BY_KEY[a.kind].diff_key(a.key)
         if a.before is not None:
             before.setdefault(a.kind, {})[k] = _shown(a.before)
         if a.after is not None:
