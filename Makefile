@@ -17,7 +17,7 @@ export ANSIBLE_CONFIG  := $(ROOT)/ansible.cfg
 export PATH            := $(BIN):$(PATH)
 export MOLECULE_NO_LOG := false
 
-.PHONY: help deps venv collection image lab lab-up lab-down lab-summary test lint unit \
+.PHONY: help deps venv collection image lab lab-up lab-down lab-summary test lint unit package-test \
         promtool sanity dashboards dashboards-check molecule build bench-converge clean
 
 help:  ## list the targets
@@ -65,7 +65,7 @@ lab-down: venv  ## remove the lab hosts and network (nothing else)
 test: lint unit promtool sanity molecule  ## everything CI runs: lint, unit, rules, sanity, Molecule
 	@echo "[test] all green: lint, unit, promtool, sanity, molecule ($(MOLECULE_SCENARIOS))"
 
-lint: venv collection build dashboards-check  ## yamllint, ansible-lint (production), build, dashboards
+lint: venv collection build package-test dashboards-check  ## yamllint, ansible-lint (production), build, install test, dashboards
 	@echo "[lint] yamllint"
 	@$(BIN)/yamllint -s .
 	@echo "[lint] ansible-lint --profile production"
@@ -78,6 +78,9 @@ build: venv  ## ansible-galaxy collection build into .build/dist
 	@mkdir -p .build/dist
 	@$(BIN)/ansible-galaxy collection build --force --output-path .build/dist . >/dev/null
 	@echo "[build] $$(ls .build/dist/*.tar.gz)"
+
+package-test: build  ## install the built tarball into a clean ansible-core venv and syntax-check its playbooks
+	@tests/package/install.sh
 
 unit: venv collection  ## pytest for the collection's Python
 	@echo "[unit] pytest tests/unit"
