@@ -8,7 +8,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
 name=${WARREN_LAB_IMAGE_NAME:-localhost/warren-lab-base}
 suite=trixie
-packages=systemd,systemd-sysv,dbus,python3,python3-apt,iproute2,sudo,procps,ca-certificates,gnupg,curl,nftables,less
+packages=systemd,systemd-sysv,dbus,python3,python3-apt,iproute2,sudo,procps,ca-certificates,gnupg,curl,nftables,less,openssh-server
 tag=$(cat "$0" | sha256sum | cut -c1-12)
 
 log() { printf '[lab-image] %s\n' "$*"; }
@@ -38,10 +38,20 @@ for unit in getty@tty1.service console-getty.service systemd-udevd.service syste
             systemd-networkd-wait-online.service systemd-resolved.service; do
   ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
 done
+# sshd, for scenarios that reach their hosts the way real VMs are reached (molecule/production).
+# Host keys are made per container at first boot, never baked into the shared image.
+rm -f "$rootfs"/etc/ssh/ssh_host_*
+mkdir -p "$rootfs/etc/systemd/system/ssh.service.d"
+cat > "$rootfs/etc/systemd/system/ssh.service.d/warren-lab-hostkeys.conf" <<'UNIT'
+[Service]
+ExecStartPre=
+ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/usr/sbin/sshd -t
+UNIT
 # Pre-fetch (not install) the packages warren's roles install, so lab and Molecule hosts install
 # them from the image's own apt cache instead of downloading them again on every run. The roles
 # still run the real apt install.
-prefetch="rabbitmq-server prometheus prometheus-alertmanager prometheus-node-exporter python3-pika"
+prefetch="rabbitmq-server prometheus prometheus-alertmanager prometheus-node-exporter python3-pika python3-prometheus-client python3-venv age rsync cron logrotate"
 chroot "$rootfs" apt-get update -qq >/dev/null
 log "pre-fetching packages: $prefetch"
 chroot "$rootfs" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --download-only $prefetch >/dev/null
