@@ -1,0 +1,647 @@
+#!/usr/bin/env python3
+"""warren load-test report: merge the generator's results, judge every step, find the knee,
+add the broker's resource metrics from Prometheus, write report.json, report.md and plots.
+
+Run on the controller by playbooks/loadtest.yml (with the Python that runs Ansible: it has
+hdrhistogram and matplotlib)::
+
+    loadtest_report.py --results DIR --meta meta.json [--prom prom.json] --out REPORT_DIR
+
+``--results`` holds one folder per generator run (``<run name>/<loadgen host>/``, the
+``--out`` folders of ``python3 -m warren_amqp.traffic``); ``--meta`` is written by the playbook
+(profile, runs, SLO, command line, lab description); ``--prom`` is loadtest_prom.py's output.
+
+Rules (also written into every report):
+* Histograms are merged across processes and hosts (HdrHistogram ``add``) before any
+  percentile is read; percentiles are never averaged.
+* A step is **invalid** when the generator's schedule lag p99 passes ``lag_bound_ms``: the
+  generator was the limit, not the broker; an invalid step is not a broker result.
+* A step **meets the SLO** when it is valid, achieved >= ``min_achieved_ratio`` x target and
+  the p99 confirm latency (from the intended send time) is <= ``slo_p99_ms``.
+* The **knee** is the highest target rate of the leading run of steps that meet the SLO
+  (the first failing step ends the search).
+"""
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+
+PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99_9", 99.9), ("max", 100.0))
+LAB_NOTE = (
+    "The lab is one 2-core machine: the three brokers, the load generator and the monitoring "
+    "host are containers sharing its CPUs and its disk (and other work may run beside them). "
+    "Compare figures as ratios within one run (quorum against classic, before against after a "
+    "change), never as absolutes or against other machines.")
+
+# What "saturated" means per resource for the USE verdict: (query key, threshold, label).
+# A resource's score is the highest value/threshold of its indicators; >= 1 is saturated.
+SATURATION_RULES = {
+    "cpu": [("machine_cpu_busy", 0.90, "machine CPU busy"),
+            ("cpu_pressure", 0.25, "CPU pressure (PSI some)"),
+            ("scheduler_utilisation", 0.90, "Erlang scheduler utilisation")],
+    "disk": [("disk_busy", 0.80, "disk busy"),
+             ("io_pressure", 0.25, "I/O pressure (PSI some)"),
+             ("disk_write_latency", 0.010, "disk write latency (s)"),
+             ("broker_fsync_latency", 0.010, "RabbitMQ fsync latency (s)")],
+    "raft": [("raft_commit_latency", 0.025, "Raft commit latency (s)"),
+             ("raft_apply_backlog", 10000, "Raft apply backlog (entries)")],
+    "memory": [("broker_memory_limit_ratio", 0.90, "memory / watermark"),
+               ("memory_alarm", 1.0, "memory alarm")],
+    "network": [("dist_port_queue_bytes", 1_000_000, "distribution buffer (bytes)"),
+                ("net_drops", 1.0, "drops/s")],
+    "flow": [("disk_alarm", 1.0, "disk alarm"),
+             ("connection_pending_packets", 1000, "pending packets")],
+}
+
+
+class ReportError(Exception):
+    """The inputs cannot make a report; the message says which file and why."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Histograms: the client package's own (warren_amqp.hist: microseconds, 1 us..1 h, 3 digits)
+CLIENT_LIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "roles",
+                          "amqp_client", "files")
+
+
+def client_module(name, path=CLIENT_LIB):
+    """warren_amqp.<name> from the client package shipped in the collection."""
+    import importlib
+    if os.path.isdir(path) and path not in sys.path:
+        sys.path.insert(0, path)
+    return importlib.import_module("warren_amqp." + name)
+
+
+def merge_encoded(blobs):
+    """Merge encoded HdrHistograms (any process, any host) into one histogram."""
+    return client_module("hist").merge([b for b in blobs if b])
+
+
+def hist_stats(hist):
+    """count, mean, p50, p90, p99, p99.9, max in ms, rounded to the microsecond."""
+    stats = client_module("hist").summary(hist)
+    return {k: (v if k == "count" or v is None else round(v, 3)) for k, v in stats.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps, verdicts, knee
+def judge_step(step, slo_p99_ms, min_ratio, lag_bound_ms):
+    """Add valid/meets_slo/reasons to a merged step dict and return it."""
+    reasons = []
+    lag_p99 = (step.get("schedule_lag_ms") or {}).get("p99")
+    valid = client_module("schedule").step_valid(lag_p99, lag_bound_ms)
+    if lag_p99 is None:
+        reasons.append("no schedule-lag data: cannot tell the generator kept up")
+    elif not valid:
+        reasons.append("INVALID: generator schedule lag p99 %.3f ms > %.3f ms (the generator "
+                       "was the limit)" % (lag_p99, lag_bound_ms))
+    target = step.get("target_rate") or 0.0
+    achieved = step.get("achieved_rate") or 0.0
+    ratio = achieved / target if target else None
+    step["achieved_ratio"] = None if ratio is None else round(ratio, 4)
+    if ratio is not None and ratio < min_ratio:
+        reasons.append("achieved %.1f msg/s = %.2f%% of target %.1f (< %.0f%%)"
+                       % (achieved, 100 * ratio, target, 100 * min_ratio))
+    p99 = (step.get("confirm_latency_ms") or {}).get("p99")
+    if p99 is None:
+        reasons.append("no confirm latency recorded")
+    elif p99 > slo_p99_ms:
+        reasons.append("p99 confirm latency %.1f ms > SLO %.1f ms" % (p99, slo_p99_ms))
+    step["valid"] = bool(valid)
+    step["meets_slo"] = not reasons
+    step["reasons"] = reasons
+    return step
+
+
+def find_knee(steps):
+    """The highest target rate of the leading steps that meet the SLO, and what ended it."""
+    knee = None
+    stop = None
+    for step in sorted(steps, key=lambda s: s.get("target_rate") or 0):
+        if step.get("meets_slo"):
+            knee = step
+            continue
+        stop = step
+        break
+    return {
+        "rate": knee["target_rate"] if knee else None,
+        "achieved_rate": knee["achieved_rate"] if knee else None,
+        "step": knee["index"] if knee else None,
+        "stopped_by": ({"step": stop["index"], "target_rate": stop["target_rate"],
+                        "reasons": stop["reasons"]} if stop else None),
+        "found": bool(knee and stop),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus series
+def window_stats(points, start, end):
+    """mean and max of the [t, v] points inside [start, end]; None when there are none."""
+    vals = [v for t, v in points if start <= t <= end]
+    if not vals:
+        return None
+    return {"mean": sum(vals) / len(vals), "max": max(vals), "n": len(vals)}
+
+
+def step_resources(prom, start, end):
+    """{query key: {host: {mean, max, n}}} for one step window."""
+    out = {}
+    for key, entry in (prom or {}).get("queries", {}).items():
+        per_host = {}
+        for host, points in entry.get("series", {}).items():
+            stats = window_stats(points, start, end)
+            if stats:
+                per_host[host] = {k: (round(v, 6) if isinstance(v, float) else v)
+                                  for k, v in stats.items()}
+        out[key] = per_host
+    return out
+
+
+def saturation(resources, generator):
+    """USE verdict at one step: every resource's score (value / threshold), highest first."""
+    scores = []
+    for resource, rules in SATURATION_RULES.items():
+        best = None
+        for key, threshold, label in rules:
+            per_host = resources.get(key) or {}
+            for host, stats in per_host.items():
+                score = stats["mean"] / threshold if threshold else 0.0
+                if best is None or score > best["score"]:
+                    best = {"resource": resource, "score": round(score, 3), "indicator": label,
+                            "host": host, "value": stats["mean"], "threshold": threshold}
+        if best:
+            scores.append(best)
+    if generator:
+        lag = generator.get("lag_p99_ms")
+        bound = generator.get("lag_bound_ms")
+        cpu = generator.get("cpu_cores")
+        cores = generator.get("cores_available")
+        cand = []
+        if lag is not None and bound:
+            cand.append({"resource": "generator", "score": round(lag / bound, 3),
+                         "indicator": "schedule lag p99 (ms)", "host": "loadgen",
+                         "value": lag, "threshold": bound})
+        if cpu is not None and cores:
+            cand.append({"resource": "generator", "score": round(cpu / (0.9 * cores), 3),
+                         "indicator": "generator CPU (cores)", "host": "loadgen",
+                         "value": cpu, "threshold": 0.9 * cores})
+        if cand:
+            scores.append(max(cand, key=lambda c: c["score"]))
+    scores.sort(key=lambda s: s["score"], reverse=True)
+    first = scores[0] if scores and scores[0]["score"] >= 1.0 else None
+    return {"ranked": scores, "saturated_first": first}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the generator's output
+def load_runs(results_dir, loader):
+    """{run name: [host dirs]} under results_dir/<run>/<host>/."""
+    runs = {}
+    for run_dir in sorted(glob.glob(os.path.join(results_dir, "*"))):
+        if not os.path.isdir(run_dir):
+            continue
+        hosts = sorted(d for d in glob.glob(os.path.join(run_dir, "*")) if os.path.isdir(d))
+        if hosts:
+            runs[os.path.basename(run_dir)] = loader(hosts)
+    return runs
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ReportError("%s: %s" % (path, exc)) from exc
+
+
+def summarise_run(run_name, host_dirs, run_meta, rules, prom=None, checker=None):
+    """Merge the hosts of one run step by step, judge every step, find the knee."""
+    per_host = [read_engine_summary(d) for d in host_dirs]
+    steps = merge_steps(per_host)
+    for step in steps:
+        judge_step(step, rules["slo_p99_ms"], rules["min_achieved_ratio"], rules["lag_bound_ms"])
+        if prom:
+            step["resources"] = step_resources(prom, step["start"], step["end"])
+            step["use"] = saturation(step["resources"], {
+                "lag_p99_ms": (step.get("schedule_lag_ms") or {}).get("p99"),
+                "lag_bound_ms": rules["lag_bound_ms"],
+                "cpu_cores": step.get("generator_cpu_cores"),
+                "cores_available": step.get("generator_cores_available")})
+    knee = find_knee(steps)
+    out = {"name": run_name, "params": run_meta.get("params", {}), "hosts": [
+        os.path.basename(d) for d in host_dirs], "steps": steps, "knee": knee}
+    if checker is not None:
+        try:
+            out["correctness"] = checker.check(host_dirs)
+        except Exception as exc:  # noqa: BLE001 - reported in the report, never hidden
+            out["correctness"] = {"error": str(exc)}
+    out["generator"] = generator_ceiling(steps)
+    return out
+
+
+def generator_ceiling(steps):
+    """msg/s per generator core at the valid steps (the generator's own cost, not a limit)."""
+    per_core = [s["achieved_rate"] / s["generator_cpu_cores"] for s in steps
+                if s.get("valid") and s.get("generator_cpu_cores")]
+    return {"msg_per_s_per_core": round(max(per_core), 1) if per_core else None,
+            "steps_measured": len(per_core)}
+
+
+# The engine adapter: read_engine_summary() turns one host's --out folder into
+# {"steps": [{index, target_rate, start, end, duration, published, confirmed, nacked,
+#             indeterminate, delivered, hist: {name: [blob, ...]}, cpu_seconds, cores}]}
+# and merge_steps() adds the hosts together.
+HIST_NAMES = {"confirm_latency_ms": "confirm", "confirm_from_sent_ms": "confirm_sent",
+              "end_to_end_ms": "e2e", "schedule_lag_ms": "lag"}
+
+
+def read_engine_summary(host_dir):
+    path = os.path.join(host_dir, "summary.json")
+    if not os.path.exists(path):
+        raise ReportError("%s: no summary.json (did the generator run and finish?)" % host_dir)
+    doc = _read_json(path)
+    return engine_summary_to_steps(doc, host_dir)
+
+
+def engine_summary_to_steps(doc, where="summary.json"):
+    """Adapter for warren_amqp.traffic's summary.json (see the traffic engine's docs)."""
+    steps = []
+    for i, st in enumerate(doc.get("steps", [])):
+        hist = {}
+        for key, name in HIST_NAMES.items():
+            blobs = (st.get("histograms") or {}).get(name)
+            if isinstance(blobs, str):
+                blobs = [blobs]
+            hist[key] = list(blobs or [])
+        steps.append({
+            "index": st.get("index", i),
+            "target_rate": float(st["target_rate"]),
+            "start": float(st["start"]), "end": float(st["end"]),
+            "published": int(st.get("published", 0)),
+            "confirmed": int(st.get("confirmed", 0)),
+            "nacked": int(st.get("nacked", 0)),
+            "indeterminate": int(st.get("indeterminate", 0)),
+            "delivered": int(st.get("delivered", 0)),
+            "cpu_seconds": float(st.get("cpu_seconds", 0.0)),
+            "cores": int(doc.get("cores", st.get("cores", 0)) or 0),
+            "hist": hist,
+        })
+    if not steps:
+        raise ReportError("%s: no steps in summary.json" % where)
+    return {"steps": steps}
+
+
+def merge_steps(per_host):
+    """Add the hosts' steps (same index = same step): counts add, histograms merge."""
+    by_index = {}
+    for host in per_host:
+        for st in host["steps"]:
+            by_index.setdefault(st["index"], []).append(st)
+    merged = []
+    for index in sorted(by_index):
+        parts = by_index[index]
+        start = min(p["start"] for p in parts)
+        end = max(p["end"] for p in parts)
+        duration = max(end - start, 1e-9)
+        step = {"index": index, "start": start, "end": end, "duration_s": round(duration, 3),
+                "target_rate": sum(p["target_rate"] for p in parts), "hosts": len(parts)}
+        for key in ("published", "confirmed", "nacked", "indeterminate", "delivered"):
+            step[key] = sum(p[key] for p in parts)
+        step["achieved_rate"] = round(step["confirmed"] / duration, 3)
+        step["delivered_rate"] = round(step["delivered"] / duration, 3)
+        cpu = sum(p["cpu_seconds"] for p in parts)
+        step["generator_cpu_cores"] = round(cpu / duration, 4) if cpu else None
+        step["generator_cores_available"] = sum(p["cores"] for p in parts) or None
+        for key in HIST_NAMES:
+            blobs = [b for p in parts for b in p["hist"].get(key, [])]
+            step[key] = hist_stats(merge_encoded(blobs)) if blobs else None
+        merged.append(step)
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_rates(report, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    top = 0.0
+    for run in report["runs"]:
+        xs = [s["target_rate"] for s in run["steps"]]
+        ys = [s["achieved_rate"] for s in run["steps"]]
+        top = max([top] + xs + ys)
+        ax.plot(xs, ys, marker="o", label="%s achieved" % run["name"])
+        bad = [(s["target_rate"], s["achieved_rate"]) for s in run["steps"] if not s["meets_slo"]]
+        if bad:
+            ax.scatter(*zip(*bad), marker="x", color="red", zorder=5, s=60)
+        if run["knee"]["rate"]:
+            ax.axvline(run["knee"]["rate"], linestyle=":", color="grey")
+    ax.plot([0, top], [0, top], linestyle="--", color="black", linewidth=1, label="target")
+    ax.set_xlabel("target rate (msg/s, all publishers)")
+    ax.set_ylabel("achieved rate (confirmed msg/s)")
+    ax.set_title("Target against achieved rate per step (x: step misses the SLO; dotted: knee)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_latency(report, path, metric="confirm_latency_ms"):
+    plt = _plt()
+    runs = report["runs"]
+    fig, axes = plt.subplots(1, len(runs), figsize=(max(8, 5 * len(runs)), 4.5), squeeze=False)
+    slo = report["rules"]["slo_p99_ms"]
+    for ax, run in zip(axes[0], runs):
+        xs = [s["target_rate"] for s in run["steps"]]
+        for key, _pct in PERCENTILES:
+            ys = [(s.get(metric) or {}).get(key) for s in run["steps"]]
+            pts = [(x, y) for x, y in zip(xs, ys) if y is not None and y > 0]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=key.replace("_", "."))
+        ax.axhline(slo, color="red", linestyle="--", linewidth=1, label="SLO p99 %g ms" % slo)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _pos: "%g" % v))
+        if run["knee"]["rate"]:
+            ax.axvline(run["knee"]["rate"], linestyle=":", color="grey", label="knee")
+        ax.set_xlabel("target rate (msg/s)")
+        ax.set_ylabel("confirm latency from intended send (ms, log)")
+        ax.set_title(run["name"], fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Confirm latency percentiles per step (merged HdrHistograms)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_resources(report, prom, path):
+    plt = _plt()
+    panels = [("broker_cpu_cores", "RabbitMQ CPU (cores)", 1.0),
+              ("broker_memory_bytes", "RabbitMQ memory (MiB)", 1 / 2**20),
+              ("disk_write_bytes", "disk writes (MiB/s, machine)", 1 / 2**20),
+              ("broker_fsync_rate", "RabbitMQ fsyncs/s", 1.0)]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.4 * len(panels)), sharex=True)
+    t0 = prom["start"]
+    for ax, (key, label, scale) in zip(axes, panels):
+        entry = prom["queries"].get(key, {})
+        for host, points in sorted(entry.get("series", {}).items()):
+            if points:
+                ax.plot([t - t0 for t, _ in points], [v * scale for _, v in points], label=host,
+                        marker="." if len(points) < 30 else None)
+        if entry.get("error"):
+            ax.text(0.01, 0.5, "query failed: %s" % entry["error"][:80], transform=ax.transAxes)
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(True, alpha=0.3)
+        for run in report["runs"]:
+            for s in run["steps"]:
+                ax.axvspan(s["start"] - t0, s["end"] - t0, alpha=0.08,
+                           color="green" if s["meets_slo"] else "red")
+    for run in report["runs"]:
+        for i, s in enumerate(run["steps"]):
+            axes[0].text(s["start"] - t0, axes[0].get_ylim()[1],
+                         ("%s: %g" % (run["name"], s["target_rate"])) if i == 0
+                         else "%g" % s["target_rate"], fontsize=6, va="top")
+    axes[0].legend(fontsize=7, loc="upper left")
+    axes[-1].set_xlabel("seconds since the run started (shaded: measured steps, green meets "
+                        "the SLO, red does not; label: target msg/s)")
+    fig.suptitle("Broker resources over the run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+def _f(value, fmt="%.1f"):
+    return "-" if value is None else fmt % value
+
+
+def render_md(report):
+    r = report
+    lines = ["# Load test: profile `%s`, %s" % (r["profile"], r["started_utc"]), "",
+             "> " + LAB_NOTE, "",
+             "Command: `%s`" % r.get("command", ""), "",
+             "Rules: SLO p99 confirm latency <= %g ms (from the intended send time), achieved >= "
+             "%g%% of target, step invalid when schedule lag p99 > %g ms. Histograms merged "
+             "across processes and hosts, never averaged."
+             % (r["rules"]["slo_p99_ms"], 100 * r["rules"]["min_achieved_ratio"],
+                r["rules"]["lag_bound_ms"]), ""]
+    lines += ["## Results", ""]
+    for run in r["runs"]:
+        k = run["knee"]
+        lines.append("### Run `%s`" % run["name"])
+        lines.append("")
+        if run.get("params"):
+            lines.append("Parameters: " + ", ".join("%s=%s" % (a, b) for a, b in
+                                                     sorted(run["params"].items())
+                                                     if not isinstance(b, (list, dict))))
+            lines.append("")
+        if k["rate"] is not None:
+            lines.append("**Knee: %g msg/s** (achieved %.1f msg/s)%s." % (
+                k["rate"], k["achieved_rate"],
+                "" if k["found"] else " - every step met the SLO: the knee is at or above "
+                "the highest step"))
+        else:
+            lines.append("**No step met the SLO** (the first step already failed).")
+        if k["stopped_by"]:
+            lines.append("Next step (%g msg/s): %s." % (k["stopped_by"]["target_rate"],
+                                                       "; ".join(k["stopped_by"]["reasons"])))
+        lines.append("")
+        lines.append("| step | target | achieved | ratio | p50 | p90 | p99 | p99.9 | max | "
+                     "e2e p99 | lag p99 | gen CPU | verdict |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for s in run["steps"]:
+            c = s.get("confirm_latency_ms") or {}
+            lines.append("| %s | %g | %.1f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                s["index"], s["target_rate"], s["achieved_rate"],
+                _f(s.get("achieved_ratio") and 100 * s["achieved_ratio"], "%.2f%%"),
+                _f(c.get("p50"), "%.2f"), _f(c.get("p90"), "%.2f"), _f(c.get("p99"), "%.2f"),
+                _f(c.get("p99_9"), "%.2f"), _f(c.get("max"), "%.1f"),
+                _f((s.get("end_to_end_ms") or {}).get("p99"), "%.2f"),
+                _f((s.get("schedule_lag_ms") or {}).get("p99"), "%.3f"),
+                _f(s.get("generator_cpu_cores"), "%.2f"),
+                "ok" if s["meets_slo"] else ("INVALID" if not s["valid"] else "miss")))
+        lines.append("")
+        lines.append("Latencies in ms: confirm latency from the intended send time (open "
+                     "loop), end-to-end from intended send to delivery, generator schedule lag.")
+        lines.append("")
+        corr = run.get("correctness") or {}
+        if "counts" in corr:
+            c = corr["counts"]
+            lines.append("Correctness (warren_amqp.checker over every host's history): verdict "
+                         "**%s**, published %d, confirmed %d, delivered %d, lost **%d**, "
+                         "unexpected %d, duplicates %d, indeterminate %d, unsent %d." % (
+                             corr.get("verdict"), c["published"], c["confirmed"],
+                             c["delivered_messages"], c["lost"], c["unexpected"],
+                             c["duplicates"], c["indeterminate"], c["unsent"]))
+        elif corr.get("error"):
+            lines.append("Correctness check failed to run: %s" % corr["error"])
+        g = run.get("generator") or {}
+        if g.get("msg_per_s_per_core"):
+            lines.append("")
+            lines.append("Generator cost: up to %.0f msg/s per generator core at the valid "
+                         "steps." % g["msg_per_s_per_core"])
+        lines.append("")
+        at = _use_step(run)
+        if at and at.get("use"):
+            lines += render_use(at)
+    if r.get("comparisons"):
+        lines += ["## Comparisons (same run, ratios)", "",
+                  "| comparison | value |", "|---|---|"]
+        for name, value in r["comparisons"].items():
+            lines.append("| %s | %s |" % (name, _f(value, "%.3f")))
+        lines.append("")
+    if r.get("prometheus_error"):
+        lines += ["Prometheus: %s" % r["prometheus_error"], ""]
+    lines += ["## Plots", "", "![target vs achieved](rates.png)", "",
+              "![latency percentiles](latency.png)", ""]
+    if r.get("has_resources"):
+        lines += ["![broker resources](resources.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _use_step(run):
+    """The step the USE table describes: the first failing step, else the knee's."""
+    k = run["knee"]
+    index = k["stopped_by"]["step"] if k["stopped_by"] else k["step"]
+    for s in run["steps"]:
+        if s["index"] == index:
+            return s
+    return run["steps"][-1] if run["steps"] else None
+
+
+def render_use(step):
+    use = step["use"]
+    first = use["saturated_first"]
+    lines = ["USE at step %s (%g msg/s), every resource's worst indicator "
+             "(score = value / threshold; >= 1 saturated):" % (step["index"], step["target_rate"]),
+             "", "| resource | indicator | host | value | threshold | score |",
+             "|---|---|---|---|---|---|"]
+    for s in use["ranked"]:
+        lines.append("| %s | %s | %s | %.4g | %.4g | %.2f |" % (
+            s["resource"], s["indicator"], s["host"], s["value"], s["threshold"], s["score"]))
+    lines.append("")
+    lines.append("Saturates first: **%s**" % (
+        "%s (%s %.4g on %s)" % (first["resource"], first["indicator"], first["value"], first["host"])
+        if first else "no resource past its threshold"))
+    lines.append("")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+def load_checker(path):
+    """warren_amqp.checker (the drills' checker: lost/unexpected/duplicates), or None."""
+    try:
+        return client_module("checker", path)
+    except ImportError:
+        return None
+
+
+def build_report(results_dir, meta, prom=None, checker=None):
+    rules = {"slo_p99_ms": float(meta.get("slo_p99_ms", 50.0)),
+             "min_achieved_ratio": float(meta.get("min_achieved_ratio", 0.99)),
+             "lag_bound_ms": float(meta.get("lag_bound_ms", 5.0))}
+    run_meta = {r["name"]: r for r in meta.get("runs", [])}
+    runs = []
+    for name, host_dirs in load_runs(results_dir, lambda hosts: hosts).items():
+        runs.append(summarise_run(name, host_dirs, run_meta.get(name, {}), rules, prom, checker))
+    if not runs:
+        raise ReportError("%s: no generator results (<run>/<host>/summary.json)" % results_dir)
+    order = [r["name"] for r in meta.get("runs", [])]
+    runs.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+    report = {"format": "warren-loadtest-report/1", "profile": meta.get("profile"),
+              "started_utc": meta.get("started_utc"), "command": meta.get("command"),
+              "lab": meta.get("lab", LAB_NOTE), "rules": rules, "runs": runs,
+              "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "has_resources": bool(prom)}
+    report["comparisons"] = comparisons(runs, meta.get("compare", []))
+    if prom:
+        report["prometheus"] = {k: prom[k] for k in ("prometheus", "start", "end", "step",
+                                                     "window")}
+        report["prometheus"]["failed_queries"] = sorted(
+            k for k, v in prom["queries"].items() if v.get("error"))
+        report["prometheus"]["promql"] = {k: v["promql"] for k, v in prom["queries"].items()}
+    return report
+
+
+def comparisons(runs, pairs):
+    """Ratios between runs of the same report: knee(a)/knee(b) and p99 at equal steps."""
+    by_name = {r["name"]: r for r in runs}
+    out = {}
+    for a, b in pairs:
+        ra, rb = by_name.get(a), by_name.get(b)
+        if not ra or not rb:
+            continue
+        ka, kb = ra["knee"]["rate"], rb["knee"]["rate"]
+        out["knee %s / %s" % (a, b)] = (ka / kb) if ka and kb else None
+        ma = max((s["achieved_rate"] for s in ra["steps"] if s["valid"]), default=None)
+        mb = max((s["achieved_rate"] for s in rb["steps"] if s["valid"]), default=None)
+        out["max achieved %s / %s" % (a, b)] = (ma / mb) if ma and mb else None
+    return out
+
+
+def write_report(report, prom, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1, sort_keys=True)
+        f.write("\n")
+    plot_rates(report, os.path.join(out_dir, "rates.png"))
+    plot_latency(report, os.path.join(out_dir, "latency.png"))
+    if prom:
+        plot_resources(report, prom, os.path.join(out_dir, "resources.png"))
+        with open(os.path.join(out_dir, "prometheus.json"), "w", encoding="utf-8") as f:
+            json.dump(prom, f)
+    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
+        f.write(render_md(report))
+
+
+def summary_lines(report):
+    lines = []
+    for run in report["runs"]:
+        k = run["knee"]
+        corr = (run.get("correctness") or {}).get("counts") or {}
+        lines.append("run %-22s knee %s msg/s%s  steps ok %d/%d  lost %s  max p99 %s ms" % (
+            run["name"], _f(k["rate"], "%g"), "" if k["found"] else " (not reached)",
+            sum(1 for s in run["steps"] if s["meets_slo"]), len(run["steps"]),
+            corr.get("lost", "?"),
+            _f(max(((s.get("confirm_latency_ms") or {}).get("p99") or 0
+                    for s in run["steps"]), default=None), "%.2f")))
+    for name, value in report.get("comparisons", {}).items():
+        lines.append("%s: %s" % (name, _f(value, "%.3f")))
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="warren load-test report")
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--meta", required=True)
+    parser.add_argument("--prom")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--client-lib", default=CLIENT_LIB,
+                        help="folder holding the warren_amqp package")
+    args = parser.parse_args(argv)
+    try:
+        meta = _read_json(args.meta)
+        prom = _read_json(args.prom) if args.prom and os.path.exists(args.prom) else None
+        report = build_report(args.results, meta, prom, load_checker(args.client_lib))
+        write_report(report, prom, args.out)
+    except ReportError as exc:
+        print("loadtest report: %s" % exc, file=sys.stderr)
+        return 2
+    for line in summary_lines(report):
+        print(line)
+    print("report: %s" % os.path.join(args.out, "report.md"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
