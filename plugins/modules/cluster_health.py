@@ -24,7 +24,7 @@ description:
   - Read-only; never reports a change. Check mode runs the same checks.
 version_added: 0.1.0
 author:
-  - warren SRE team
+  - warren SRE team (@warren-sre)
 options:
   wait_for:
     description:
@@ -55,6 +55,16 @@ options:
     default: 5
 extends_documentation_fragment:
   - warren.rabbitmq.api
+  - warren.rabbitmq.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    support: full
+    platforms: posix
+    details: Any host that reaches the management API over HTTP(S). Read-only, so there is nothing to diff.
 notes:
   - RabbitMQ 4.0 has no C(/api/health/checks/quorum-queues-without-elected-leaders) endpoint
     (it came later), so leaders are read from C(/api/queues) (C(leader), C(members), C(online)).
@@ -197,13 +207,13 @@ def collect(client, retries):
     """Read everything once; raises RabbitMQAPIError when the API does not answer."""
     overview = client.request('GET', api_path('overview'), retries=retries)[1] or {}
     nodes = client.request('GET', api_path('nodes'), retries=retries)[1] or []
-    _, alarms_doc = client.request('GET', api_path('health', 'checks', 'alarms'),
-                                   answer_statuses=(503,), retries=retries)
-    _, qc_doc = client.request('GET', api_path('health', 'checks', 'node-is-quorum-critical'),
-                               answer_statuses=(503,), retries=retries)
-    queues = client.request('GET', api_path('queues', columns='name,vhost,type,leader,members,online,state',
-                                             disable_stats='true', enable_queue_totals='false'),
-                            retries=retries)[1] or []
+    alarms_doc = client.request('GET', api_path('health', 'checks', 'alarms'),
+                                answer_statuses=(503,), retries=retries)[1]
+    qc_doc = client.request('GET', api_path('health', 'checks', 'node-is-quorum-critical'),
+                            answer_statuses=(503,), retries=retries)[1]
+    queues_path = api_path('queues', columns='name,vhost,type,leader,members,online,state',
+                           disable_stats='true', enable_queue_totals='false')
+    queues = client.request('GET', queues_path, retries=retries)[1] or []
     flags = client.request('GET', api_path('feature-flags'), retries=retries)[1] or []
 
     node_info = []

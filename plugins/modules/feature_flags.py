@@ -14,13 +14,13 @@ short_description: Enable RabbitMQ feature flags after an upgrade
 description:
   - Enables the named feature flags, or every stable flag that is still disabled (O(names=[all])),
     through C(PUT /api/feature-flags/<name>/enable). Flags are enabled cluster-wide.
-  - Feature flags cannot be disabled once enabled, so there is no O(state=absent).
+  - Feature flags cannot be disabled once enabled, so there is no C(state=absent).
   - Names are checked against the flags the cluster knows before anything is enabled.
     Experimental flags are refused unless O(allow_experimental=true).
   - Supports check mode and diff mode.
 version_added: 0.1.0
 author:
-  - warren SRE team
+  - warren SRE team (@warren-sre)
 options:
   names:
     description:
@@ -36,6 +36,16 @@ options:
     default: false
 extends_documentation_fragment:
   - warren.rabbitmq.api
+  - warren.rabbitmq.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    support: full
+    platforms: posix
+    details: Any host that reaches the management API over HTTP(S).
 notes:
   - Enable flags only once every node of the cluster runs the new version.
   - Needs a user with the C(administrator) tag.

@@ -22,7 +22,7 @@ description:
     use the management API.
 version_added: 0.1.0
 author:
-  - warren SRE team
+  - warren SRE team (@warren-sre)
 options:
   state:
     description: Whether the node should be drained (in maintenance mode) or revived (serving clients).
@@ -45,6 +45,17 @@ options:
     description: Seconds the CLI tools wait for the node (C(--timeout)).
     type: int
     default: 120
+extends_documentation_fragment:
+  - warren.rabbitmq.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    support: full
+    platforms: posix
+    details: The RabbitMQ node itself (it runs the node's CLI tools).
 notes:
   - RabbitMQ 4.0.5 offers no management API endpoint to drain or revive a node
     (C(/api/nodes/<node>/maintenance) does not exist), and a drained node suspends all its

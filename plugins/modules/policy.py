@@ -19,7 +19,7 @@ description:
   - Supports check mode and diff mode.
 version_added: 0.1.0
 author:
-  - warren SRE team
+  - warren SRE team (@warren-sre)
 options:
   name:
     description: Name of the policy. Any characters are allowed; they are URL-encoded.
@@ -58,6 +58,16 @@ options:
     type: dict
 extends_documentation_fragment:
   - warren.rabbitmq.api
+  - warren.rabbitmq.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    support: full
+    platforms: posix
+    details: Any host that reaches the management API over HTTP(S).
 notes:
   - Needs a user with the C(policymaker) or C(administrator) tag.
 seealso:
