@@ -23,9 +23,10 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.module_utils.six import string_types
 
-# roles/rabbitmq/defaults/main.yml, found from this file: <collection>/plugins/filter/topology.py
-DEFAULTS_FILE = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), '..', '..', 'roles', 'rabbitmq', 'defaults', 'main.yml')
+# The collection's roles, found from this file: <collection>/plugins/filter/topology.py
+ROLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'roles')
+# roles/rabbitmq/defaults/main.yml: the only place a broker default is written.
+DEFAULTS_FILE = os.path.join(ROLES_DIR, 'rabbitmq', 'defaults', 'main.yml')
 
 # The rabbitmq role variables the topology is made of.
 TOPOLOGY_VARS = (
@@ -50,14 +51,14 @@ _DEFAULTS_CACHE = {}
 
 
 def load_defaults(path=None):
-    """The rabbitmq role's defaults, parsed once per file version (path and mtime)."""
+    """A role's defaults file (the rabbitmq role's by default), parsed once per file version."""
     path = path or DEFAULTS_FILE
     try:
-        mtime = os.stat(path).st_mtime
+        st = os.stat(path)
     except OSError as exc:
-        raise AnsibleFilterError('warren.rabbitmq topology: cannot read the rabbitmq role defaults %s: %s'
+        raise AnsibleFilterError('warren.rabbitmq topology: cannot read the role defaults %s: %s'
                                  % (path, to_native(exc)))
-    key = (path, mtime)
+    key = (path, st.st_mtime_ns, st.st_size)
     if key not in _DEFAULTS_CACHE:
         # Ansible's own loader marks the values as trusted templates (role defaults are),
         # so a default such as "{{ inventory_hostname_short }}" can be rendered per host.
@@ -65,9 +66,33 @@ def load_defaults(path=None):
         data = DataLoader().load_from_file(path)
         if not isinstance(data, dict):
             raise AnsibleFilterError('warren.rabbitmq topology: %s is not a YAML mapping' % path)
-        _DEFAULTS_CACHE.clear()
+        for old in [k for k in _DEFAULTS_CACHE if k[0] == path]:
+            del _DEFAULTS_CACHE[old]
         _DEFAULTS_CACHE[key] = data
     return _DEFAULTS_CACHE[key]
+
+
+def role_of(name):
+    """The collection role that owns a variable, by warren's naming rule (role name prefix)."""
+    try:
+        roles = [r for r in os.listdir(ROLES_DIR) if os.path.isdir(os.path.join(ROLES_DIR, r))]
+    except OSError as exc:
+        raise AnsibleFilterError('warren.rabbitmq topology: cannot list the roles in %s: %s' % (ROLES_DIR, to_native(exc)))
+    owners = sorted((r for r in roles if name.startswith(r + '_')), key=len, reverse=True)
+    if not owners:
+        raise AnsibleFilterError('warren.rabbitmq.host_var: %s belongs to none of the roles %s (variables are '
+                                 'prefixed with their role name)' % (name, ', '.join(sorted(roles))))
+    return owners[0]
+
+
+def role_defaults(role):
+    """The defaults of one of the collection's roles ({} when it has none)."""
+    path = os.path.join(ROLES_DIR, role, 'defaults', 'main.yml')
+    if role == 'rabbitmq':
+        path = DEFAULTS_FILE
+    if not os.path.exists(path):
+        return {}
+    return load_defaults(path)
 
 
 def _is_template(value):
@@ -111,8 +136,8 @@ class _HostView(object):
         elif name in self.defaults:
             value = self.defaults[name]
         else:
-            raise AnsibleFilterError('warren.rabbitmq.brokers: %s is neither set for %s nor a default of the rabbitmq role (%s)'
-                                     % (name, self.hostname, DEFAULTS_FILE))
+            raise AnsibleFilterError('warren.rabbitmq topology: %s is neither set for %s nor a role default'
+                                     % (name, self.hostname))
         if _is_template(value):  # a default, or a plain dict of host vars (unit tests)
             value = _render(value, self.variables())
         return value
@@ -208,6 +233,11 @@ def brokers(groups, hostvars, group='rabbitmq'):
     return out
 
 
+def host_var(hostname, hostvars, name):
+    """One role variable of another host: its own value, else the owning role's default."""
+    return _HostView(hostname, hostvars, role_defaults(role_of(name))).get(name)
+
+
 def clusters(broker_list):
     """Group a broker list by cluster name: one dict per cluster, sorted by name.
 
@@ -238,4 +268,5 @@ class FilterModule(object):
         return {
             'brokers': brokers,
             'clusters': clusters,
+            'host_var': host_var,
         }

@@ -292,3 +292,25 @@ def test_no_other_role_restates_a_rabbitmq_default(role):
         # onto the brokers filter; until then this is expected.
         pytest.xfail("roles/canary still restates rabbitmq defaults:\n" + "\n".join(offenders))
     assert offenders == []
+
+
+def test_host_var_falls_back_to_the_owning_roles_default():
+    groups, hostvars = inventory({"monitoring": ["mon1", "mon2"]},
+                                 host_vars={"mon2": {"node_exporter_port": 9200, "prometheus_port": "{{ 9000 + 91 }}"}})
+    node_exporter = yaml.safe_load(open(os.path.join(ROOT, "roles", "node_exporter", "defaults", "main.yml")))
+    prometheus = yaml.safe_load(open(os.path.join(ROOT, "roles", "prometheus", "defaults", "main.yml")))
+    assert topology.host_var("mon1", hostvars, "node_exporter_port") == node_exporter["node_exporter_port"]
+    assert topology.host_var("mon2", hostvars, "node_exporter_port") == 9200
+    assert topology.host_var("mon1", hostvars, "prometheus_scrape_interval") == prometheus["prometheus_scrape_interval"]
+    assert topology.host_var("mon2", hostvars, "prometheus_port") == 9091
+    # node_exporter_* belongs to node_exporter even though another role could share a prefix
+    assert topology.role_of("node_exporter_port") == "node_exporter"
+    assert topology.role_of("rabbitmq_amqp_port") == "rabbitmq"
+
+
+def test_host_var_of_an_unknown_variable_fails_clearly():
+    groups, hostvars = inventory({"monitoring": ["mon1"]})
+    with pytest.raises(AnsibleFilterError, match="belongs to none of the roles"):
+        topology.host_var("mon1", hostvars, "nosuchrole_port")
+    with pytest.raises(AnsibleFilterError, match="prometheus_nosuch is neither set for mon1 nor a role default"):
+        topology.host_var("mon1", hostvars, "prometheus_nosuch")
