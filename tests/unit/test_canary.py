@@ -1,12 +1,13 @@
 """Unit tests for roles/canary/files/warren_canary.py (a script, imported by path).
 
-pika's exceptions and BasicProperties are the real ones (pika is in the venv); connections and
-channels are fakes, so every failure path can be produced without a broker.
+pika's exceptions and BasicProperties are the real ones, and so are warren_amqp (the package
+the canary runs on) and prometheus_client; connections and channels are fakes, so every
+failure path can be produced without a broker. The exposition tests pin the metric names,
+types, labels, help texts and buckets: the SLO rules, alerts and dashboards depend on them.
 """
 
 import collections
 import json
-import math
 import os
 import re
 import time
@@ -23,61 +24,71 @@ SCRIPT = os.path.join(ROOT, "roles", "canary", "files", "warren_canary.py")
 
 wc = load_file("warren_canary", SCRIPT)
 
+NODES = ["rmq1:5672", "rmq2:5672", "rmq3:5672"]
+
 
 # --------------------------------------------------------------------------------------------
 # fakes
 # --------------------------------------------------------------------------------------------
 
-Method = collections.namedtuple("Method", "delivery_tag")
+Method = collections.namedtuple("Method", "delivery_tag redelivered")
 
 
 class FakeBroker:
-    """Holds queues and decides what a publish does: ``mode`` is one of
+    """Queues shared by every node, and what a publish does: ``mode`` (or ``node_mode[node]``
+    for connections to that node) is one of
     ok | nack | unroutable | hang | lost | swallow | mangle | stale-first | lost-consume."""
 
     def __init__(self, mode="ok", queues=("warren.canary",)):
         self.mode = mode
-        self.queues = set(queues)
-        self.declared = []
-        self.published = []
+        self.node_mode = {}
+        self.queues = {q: collections.deque() for q in queues}
+        self.declared = []   # (queue, durable, arguments, node it was declared through)
+        self.published = []  # (node, queue, message_id)
         self.acked = []
-        self.pending = collections.deque()
         self.tag = 0
         self.on_publish = None
 
-    def deliver(self, body, message_id):
+    def mode_for(self, node):
+        return self.node_mode.get(node, self.mode)
+
+    def deliver(self, queue, body, message_id):
         self.tag += 1
-        self.pending.append((Method(self.tag), pika.BasicProperties(message_id=message_id), body))
+        self.queues[queue].append((pika.BasicProperties(message_id=message_id), body))
 
 
 class FakeChannel:
-    def __init__(self, broker):
-        self.broker = broker
-        self.closed = False
+    def __init__(self, conn):
+        self.conn, self.broker = conn, conn.broker
+        self.is_open = True
 
     def queue_declare(self, queue, passive=False, durable=False, arguments=None):
         if passive:
             if queue not in self.broker.queues:
-                self.closed = True
+                self.is_open = False
                 raise pika.exceptions.ChannelClosedByBroker(404, "NOT_FOUND - no queue")
             return
-        self.broker.queues.add(queue)
-        self.broker.declared.append((queue, durable, arguments))
+        self.broker.queues.setdefault(queue, collections.deque())
+        self.broker.declared.append((queue, durable, arguments, self.conn.node))
 
     def confirm_delivery(self):
         pass
 
     def basic_qos(self, prefetch_count=0):
-        pass
+        assert prefetch_count == wc.PREFETCH
 
     def consume(self, queue, auto_ack=False, inactivity_timeout=None):
         assert auto_ack is False
-        broker = self.broker
+        tag = 0
         while True:
-            if broker.mode == "lost-consume":
+            if self.broker.mode_for(self.conn.node) == "lost-consume":
+                self.conn.is_open = self.is_open = False
                 raise pika.exceptions.StreamLostError("Stream connection lost")
-            if broker.pending:
-                yield broker.pending.popleft()
+            pending = self.broker.queues.get(queue)
+            if pending:
+                properties, body = pending.popleft()
+                tag += 1
+                yield Method(tag, False), properties, body
             else:
                 time.sleep(min(inactivity_timeout, 0.01))
                 yield None, None, None
@@ -85,30 +96,31 @@ class FakeChannel:
     def basic_publish(self, exchange, routing_key, body, properties, mandatory=False):
         broker = self.broker
         assert properties.delivery_mode == 2 and mandatory
-        broker.published.append(properties.message_id)
+        broker.published.append((self.conn.node, routing_key, properties.message_id))
         if broker.on_publish:
             broker.on_publish()
-        mode = broker.mode
+        mode = broker.mode_for(self.conn.node)
         if mode == "nack":
             raise pika.exceptions.NackError([])
-        if mode == "unroutable":
+        if mode == "unroutable" or routing_key not in broker.queues:
             raise pika.exceptions.UnroutableError([])
         if mode == "hang":
             time.sleep(5)
         if mode == "lost":
+            self.conn.is_open = self.is_open = False
             raise pika.exceptions.StreamLostError("Transport indicated EOF")
         if mode == "stale-first":
-            broker.deliver(b'{"id": "old"}', "0" * 32)
+            broker.deliver(routing_key, b'{"id": "old"}', "0" * 32)
         if mode == "mangle":
             body = body + b"!"
         if mode != "swallow":
-            broker.deliver(body, properties.message_id)
+            broker.deliver(routing_key, body, properties.message_id)
 
     def basic_ack(self, delivery_tag):
-        self.broker.acked.append(delivery_tag)
+        self.broker.acked.append((self.conn.node, delivery_tag))
 
     def close(self):
-        self.closed = True
+        self.is_open = False
 
 
 class FakeConnection:
@@ -116,13 +128,11 @@ class FakeConnection:
         self.broker = broker
         self.node = node
         self.is_open = True
-        self.events = 0
 
     def channel(self):
-        return FakeChannel(self.broker)
+        return FakeChannel(self)
 
     def process_data_events(self, time_limit=0):
-        self.events += 1
         time.sleep(min(time_limit, 0.01))
 
     def close(self):
@@ -130,15 +140,15 @@ class FakeConnection:
 
 
 class Connector:
-    """connect(host, port) that refuses the nodes listed in ``down``."""
+    """connect_fn(params) that refuses the nodes listed in ``down``."""
 
     def __init__(self, broker, down=()):
         self.broker = broker
         self.down = set(down)
         self.calls = []
 
-    def __call__(self, host, port):
-        node = "%s:%d" % (host, port)
+    def __call__(self, params):
+        node = "%s:%d" % (params.host, params.port)
         self.calls.append(node)
         if node in self.down:
             raise pika.exceptions.AMQPConnectionError("Connection refused")
@@ -146,9 +156,9 @@ class Connector:
 
 
 def make_config(**overrides):
-    raw = {"nodes": ["rmq1:5672", "rmq2:5672", "rmq3:5672"], "vhost": "canary",
-           "user": "warren-canary", "password": "pw", "confirm_timeout": 0.3,
-           "consume_timeout": 0.3, "connect_timeout": 0.5, "interval": 0.5}
+    raw = {"nodes": list(NODES), "vhost": "canary", "user": "warren-canary", "password": "pw",
+           "confirm_timeout": 0.3, "consume_timeout": 0.3, "connect_timeout": 0.5,
+           "interval": 0.5, "node_probes": False}
     raw.update(overrides)
     return wc.validate(raw)
 
@@ -156,35 +166,64 @@ def make_config(**overrides):
 def make_canary(mode="ok", down=(), rand=lambda: 1.0, **overrides):
     broker = FakeBroker(mode)
     connector = Connector(broker, down)
-    canary = wc.Canary(make_config(**overrides), connect=connector, pika_module=pika, rand=rand)
+    canary = wc.Canary(make_config(**overrides), connect_fn=connector, rand=rand)
     return canary, broker, connector
 
 
+def value(canary, name, **labels):
+    return canary.metrics.value(name, **labels)
+
+
+def probes(canary, result):
+    return value(canary, "warren_canary_probes_total", result=result)
+
+
 # --------------------------------------------------------------------------------------------
-# exposition format
+# exposition: the names, types, labels, help texts and buckets are an interface
 # --------------------------------------------------------------------------------------------
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
+FAMILIES = {
+    "warren_canary_probes_total": ("counter", "Canary probes by result."),
+    "warren_canary_publish_confirm_seconds": (
+        "histogram", "Time from publish to the broker's publisher confirm, confirmed probes only."),
+    "warren_canary_end_to_end_seconds": (
+        "histogram", "Time from publish to delivery back to the canary, ok probes only."),
+    "warren_canary_last_success_timestamp_seconds": (
+        "gauge", "Unix time of the last ok probe, 0 before the first."),
+    "warren_canary_stale_messages_total": (
+        "counter", "Deliveries that were not the message in flight (leftovers), acked and dropped."),
+    "warren_canary_connected": ("gauge", "1 on the broker node the canary is connected to."),
+    "warren_canary_reconnects_total": ("counter", "Connections opened after the first one."),
+    "warren_canary_build_info": ("gauge", "Canary version, always 1."),
+    "warren_canary_node_probes_total": (
+        "counter", "Probes through one broker node (its own connection, a queue led elsewhere) by result."),
+    "warren_canary_node_up": ("gauge", "1 when the last probe through this broker node was ok."),
+}
+
 
 def parse_exposition(text):
-    """Parse text format 0.0.4 into ({name: type}, [(name, labels, value)])."""
-    types, samples = {}, []
+    """Parse text format 0.0.4 into ({name: type}, {name: help}, [(name, labels, value)])."""
+    types, helps, samples = {}, {}, []
     assert text.endswith("\n")
     for line in text.splitlines():
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
             assert name not in types, "duplicate TYPE for %s" % name
             types[name] = kind
-        elif line.startswith("# HELP ") or not line:
+        elif line.startswith("# HELP "):
+            _, _, name, doc = line.split(" ", 3)
+            helps[name] = doc
+        elif not line:
             continue
         else:
             match = SAMPLE.match(line)
             assert match, "unparsable line %r" % line
             labels = dict(LABEL.findall(match.group(3) or ""))
             samples.append((match.group(1), labels, float(match.group(4))))
-    return types, samples
+    return types, helps, samples
 
 
 def family_of(name, types):
@@ -197,103 +236,79 @@ def family_of(name, types):
 
 def test_exposition_families_and_initial_values():
     metrics = wc.CanaryMetrics(["rmq1:5672", "rmq2:5672"])
-    types, samples = parse_exposition(metrics.registry.render())
-    assert types == {
-        "warren_canary_probes_total": "counter",
-        "warren_canary_publish_confirm_seconds": "histogram",
-        "warren_canary_end_to_end_seconds": "histogram",
-        "warren_canary_last_success_timestamp_seconds": "gauge",
-        "warren_canary_stale_messages_total": "counter",
-        "warren_canary_connected": "gauge",
-        "warren_canary_reconnects_total": "counter",
-        "warren_canary_build_info": "gauge",
-    }
+    types, helps, samples = parse_exposition(metrics.registry.render())
+    assert types == {name: kind for name, (kind, _) in FAMILIES.items()}
+    assert helps == {name: doc for name, (_, doc) in FAMILIES.items()}
     for name, _, _ in samples:
         family_of(name, types)
-    probes = {l["result"]: v for n, l, v in samples if n == "warren_canary_probes_total"}
-    assert probes == {r: 0 for r in wc.RESULTS}
-    assert set(probes) == {"ok", "publish_failed", "confirm_timeout", "consume_timeout",
-                           "connection_failed", "payload_mismatch"}
+    assert not [n for n, _, _ in samples if n.endswith("_created")], "no _created series"
+    probe_counts = {l["result"]: v for n, l, v in samples if n == "warren_canary_probes_total"}
+    assert probe_counts == {r: 0 for r in wc.RESULTS}
+    assert set(probe_counts) == {"ok", "publish_failed", "confirm_timeout", "consume_timeout",
+                                 "connection_failed", "payload_mismatch"}
     connected = {l["node"]: v for n, l, v in samples if n == "warren_canary_connected"}
     assert connected == {"rmq1:5672": 0, "rmq2:5672": 0}
+    node_probes = {(l["node"], l["result"]): v for n, l, v in samples
+                   if n == "warren_canary_node_probes_total"}
+    assert node_probes == {(n, r): 0 for n in ("rmq1:5672", "rmq2:5672") for r in wc.RESULTS}
+    node_up = {l["node"]: v for n, l, v in samples if n == "warren_canary_node_up"}
+    assert node_up == {"rmq1:5672": 0, "rmq2:5672": 0}
     info = [l for n, l, v in samples if n == "warren_canary_build_info"]
-    assert info and info[0]["version"] == wc.__version__
-    assert "warren_canary_stale_messages_total 0\n" in metrics.registry.render(), "no empty {}"
+    assert info and info[0]["version"] == wc.__version__ and info[0]["pika"] == pika.__version__
+    unlabelled = {n: v for n, l, v in samples if not l}
+    assert unlabelled["warren_canary_stale_messages_total"] == 0
+    assert unlabelled["warren_canary_reconnects_total"] == 0
+    assert unlabelled["warren_canary_last_success_timestamp_seconds"] == 0
     # no rabbitmq_cluster/host label: the scrape's target labels carry them
     assert all("rabbitmq_cluster" not in l and "host" not in l for _, l, _ in samples)
 
 
 def test_histogram_buckets_are_cumulative_with_sum_count_and_inf():
     metrics = wc.CanaryMetrics([])
-    for value in (0.001, 0.004, 0.02, 0.3, 0.3, 7.0, 42.0):
-        metrics.end_to_end.observe(value)
-    types, samples = parse_exposition(metrics.registry.render())
+    for observed in (0.001, 0.004, 0.02, 0.3, 0.3, 7.0, 42.0):
+        metrics.end_to_end.observe(observed)
+    types, _, samples = parse_exposition(metrics.registry.render())
     name = "warren_canary_end_to_end_seconds"
-    buckets = [(l["le"], v) for n, l, v in samples if n == name + "_bucket"]
-    bounds = [b for b, _ in buckets]
-    assert bounds == ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
-                      "10", "+Inf"]
+    buckets = [(float(l["le"]), v) for n, l, v in samples if n == name + "_bucket"]
+    assert [b for b, _ in buckets] == [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+                                       float("inf")]
     counts = [v for _, v in buckets]
     assert counts == sorted(counts), "buckets must be cumulative"
-    assert dict(buckets) == {"0.005": 2, "0.01": 2, "0.025": 3, "0.05": 3, "0.1": 3, "0.25": 3,
-                             "0.5": 5, "1": 5, "2.5": 5, "5": 5, "10": 6, "+Inf": 7}
+    assert counts == [2, 2, 3, 3, 3, 3, 5, 5, 5, 5, 6, 7]
     (count,) = [v for n, l, v in samples if n == name + "_count"]
     (total,) = [v for n, l, v in samples if n == name + "_sum"]
-    assert count == 7 == dict(buckets)["+Inf"]
-    assert math.isclose(total, 0.001 + 0.004 + 0.02 + 0.3 + 0.3 + 7.0 + 42.0)
+    assert count == 7
+    assert total == pytest.approx(0.001 + 0.004 + 0.02 + 0.3 + 0.3 + 7.0 + 42.0)
+    # the label values the SLO rules select on are spelled as they are in the rules
+    les = {l["le"] for n, l, v in samples if n == name + "_bucket"}
+    assert {"0.05", "0.25", "0.5", "+Inf"} <= les
     # the untouched histogram still exposes all its series, at zero
     confirm = [v for n, l, v in samples if n.startswith("warren_canary_publish_confirm_seconds")]
     assert len(confirm) == 14 and not any(confirm)
 
 
-def test_label_values_are_escaped():
-    gauge = wc.Gauge("x", "help", ["node"])
-    gauge.set(1, node='a"b\\c\nd')
-    assert gauge.lines() == ['x{node="a\\"b\\\\c\\nd"} 1']
-
-
 def test_metrics_over_http():
     metrics = wc.CanaryMetrics(["rmq1:5672"])
-    metrics.probes.inc(result="ok")
+    metrics.probes.labels(result="ok").inc()
     server = wc.start_http_server(metrics.registry, "127.0.0.1", 0)
     try:
         port = server.server_address[1]
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as resp:
             assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-            types, samples = parse_exposition(resp.read().decode())
+            _, _, samples = parse_exposition(resp.read().decode())
         assert ("warren_canary_probes_total", {"result": "ok"}, 1.0) in samples
-        with pytest.raises(urllib.error.HTTPError):
-            urllib.request.urlopen("http://127.0.0.1:%d/nope" % port, timeout=5)
     finally:
         server.shutdown()
         server.server_close()
 
 
 # --------------------------------------------------------------------------------------------
-# backoff and rotation
+# the cluster probe: rotation and backoff (through warren_amqp)
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("attempt", range(1, 40))
-def test_backoff_bounds(attempt):
-    ceiling = min(30.0, 1.0 * 2 ** (attempt - 1))
-    low = wc.backoff_delay(attempt, 1.0, 30.0, rand=lambda: 0.0)
-    high = wc.backoff_delay(attempt, 1.0, 30.0, rand=lambda: 1.0 - 1e-12)
-    assert low == pytest.approx(ceiling / 2)
-    assert high == pytest.approx(ceiling)
-    assert 0.5 <= low <= high <= 30.0
-    for _ in range(50):
-        assert low <= wc.backoff_delay(attempt, 1.0, 30.0) <= high
-
-
-def test_backoff_grows_then_caps():
-    highs = [wc.backoff_delay(n, 0.5, 8.0, rand=lambda: 1.0) for n in range(1, 10)]
-    assert highs == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0, 8.0]
-    assert wc.backoff_delay(10 ** 6, 1.0, 30.0, rand=lambda: 1.0) == 30.0
-
-
 def connected_nodes(canary):
-    return {node: v for (node,), v in canary.metrics.connected._values.items()}
+    return {n: value(canary, "warren_canary_connected", node=n) for n in NODES}
 
 
 def test_rotation_skips_refused_nodes_and_prefers_the_next_after_a_loss():
@@ -302,24 +317,23 @@ def test_rotation_skips_refused_nodes_and_prefers_the_next_after_a_loss():
     assert res.result == "ok" and res.node == "rmq2:5672"
     assert connector.calls == ["rmq1:5672", "rmq2:5672"]
     assert connected_nodes(canary) == {"rmq1:5672": 0, "rmq2:5672": 1, "rmq3:5672": 0}
-    assert canary.metrics.reconnects.value() == 0
+    assert value(canary, "warren_canary_reconnects_total") == 0
 
     broker.mode = "lost"  # rmq2 dies mid-publish
     assert canary.probe().result == "publish_failed"
-    assert canary.conn is None and not any(connected_nodes(canary).values())
+    assert canary.cluster_conn.connection is None and not any(connected_nodes(canary).values())
 
     broker.mode = "ok"
     res = canary.probe()
     assert res.node == "rmq3:5672", "after losing rmq2 the next sweep starts at rmq3"
     assert connector.calls[-1] == "rmq3:5672"
-    assert canary.metrics.reconnects.value() == 1
+    assert value(canary, "warren_canary_reconnects_total") == 1
     assert connected_nodes(canary)["rmq3:5672"] == 1
 
 
 def test_all_nodes_down_backs_off_and_counts_connection_failed():
     canary, broker, connector = make_canary(
-        down={"rmq1:5672", "rmq2:5672", "rmq3:5672"}, reconnect_backoff_initial=60,
-        reconnect_backoff_max=60)
+        down=set(NODES), reconnect_backoff_initial=60, reconnect_backoff_max=60)
     res = canary.probe()
     assert res.result == "connection_failed" and "Connection refused" in res.detail
     assert len(connector.calls) == 3
@@ -329,13 +343,22 @@ def test_all_nodes_down_backs_off_and_counts_connection_failed():
     assert len(connector.calls) == 3
     # backoff over: a node is back
     connector.down.discard("rmq2:5672")
-    canary.next_sweep_at = 0
+    canary.cluster_conn.retry_at = 0
     assert canary.probe().result == "ok"
-    assert canary.failed_sweeps == 0
+    assert canary.cluster_conn.backoff.failures == 0
+
+
+def test_client_settings_reach_warren_amqp():
+    canary, _, _ = make_canary(heartbeat=7, reconnect_backoff_initial=2, reconnect_backoff_max=9,
+                               rabbitmq_cluster="lab")
+    client = canary.cluster_conn.config
+    assert (client.heartbeat, client.backoff_initial, client.backoff_max) == (7, 2, 9)
+    assert client.connect_timeout == 0.5 and client.connection_name.endswith("(lab)")
+    assert canary.cluster.publisher.deadline == 0.3 and canary.cluster.publisher.max_attempts == 1
 
 
 # --------------------------------------------------------------------------------------------
-# results
+# results of the cluster probe
 # --------------------------------------------------------------------------------------------
 
 
@@ -345,18 +368,18 @@ def test_ok_probe_observes_both_latencies():
     canary.record(res)
     assert res.result == "ok" and res.stale == 0
     assert 0 <= res.confirm_seconds <= res.end_to_end_seconds < 1
-    m = canary.metrics
-    assert m.probes.value(result="ok") == 1
-    assert m.confirm._count == 1 and m.end_to_end._count == 1
-    assert m.last_success.value() == pytest.approx(time.time(), abs=5)
-    assert broker.acked == [1]
+    assert probes(canary, "ok") == 1
+    assert value(canary, "warren_canary_publish_confirm_seconds_count") == 1
+    assert value(canary, "warren_canary_end_to_end_seconds_count") == 1
+    assert value(canary, "warren_canary_last_success_timestamp_seconds") == pytest.approx(time.time(), abs=5)
+    assert broker.acked == [("rmq1:5672", 1)]
 
 
 def test_missing_queue_is_declared_as_durable_quorum_queue():
     canary, broker, _ = make_canary()
     broker.queues.clear()
     assert canary.probe().result == "ok"
-    assert broker.declared == [("warren.canary", True, {"x-queue-type": "quorum"})]
+    assert broker.declared == [("warren.canary", True, {"x-queue-type": "quorum"}, "rmq1:5672")]
 
 
 @pytest.mark.parametrize("mode, expected", [
@@ -375,23 +398,31 @@ def test_failure_classification(mode, expected):
     canary.record(res)
     assert res.result == expected, res.detail
     assert time.monotonic() - started < 2, "every failure path is bounded by its timeout"
-    m = canary.metrics
-    assert m.probes.value(result=expected) == 1
-    assert m.probes.value(result="ok") == 0
-    assert m.end_to_end._count == 0
-    assert m.last_success.value() == 0
-    if expected in ("consume_timeout", "payload_mismatch"):
-        assert m.confirm._count == 1  # it was confirmed
+    assert probes(canary, expected) == 1
+    assert probes(canary, "ok") == 0
+    assert value(canary, "warren_canary_end_to_end_seconds_count") == 0
+    assert value(canary, "warren_canary_last_success_timestamp_seconds") == 0
+    confirmed = 1 if expected in ("consume_timeout", "payload_mismatch") else 0
+    assert value(canary, "warren_canary_publish_confirm_seconds_count") == confirmed
     if mode in ("hang", "lost", "lost-consume"):
-        assert canary.conn is None, "a connection cut short is never reused"
+        assert canary.cluster_conn.connection is None, "a connection cut short is never reused"
+
+
+def test_confirm_timeout_is_not_retried_within_the_probe():
+    """The SLI counts what a client without retries would see; the next probe goes elsewhere."""
+    canary, broker, _ = make_canary()
+    broker.node_mode["rmq1:5672"] = "hang"
+    assert canary.probe().result == "confirm_timeout"
+    assert [n for n, _, _ in broker.published] == ["rmq1:5672"]
+    assert canary.probe().result == "ok" and canary.cluster.node == "rmq2:5672"
 
 
 def test_connection_refused_everywhere_is_connection_failed():
-    canary, _, _ = make_canary(down={"rmq1:5672", "rmq2:5672", "rmq3:5672"})
+    canary, _, _ = make_canary(down=set(NODES))
     res = canary.probe()
     canary.record(res)
     assert res.result == "connection_failed"
-    assert canary.metrics.probes.value(result="connection_failed") == 1
+    assert probes(canary, "connection_failed") == 1
 
 
 def test_stale_messages_are_acked_and_counted_not_errors():
@@ -399,15 +430,15 @@ def test_stale_messages_are_acked_and_counted_not_errors():
     res = canary.probe()
     canary.record(res)
     assert res.result == "ok" and res.stale == 1
-    assert canary.metrics.stale.value() == 1
-    assert broker.acked == [1, 2]
+    assert value(canary, "warren_canary_stale_messages_total") == 1
+    assert broker.acked == [("rmq1:5672", 1), ("rmq1:5672", 2)]
 
 
 def test_late_delivery_of_a_timed_out_probe_is_stale_next_time():
     canary, broker, _ = make_canary("swallow")
     first = canary.probe()
     assert first.result == "consume_timeout"
-    broker.deliver(b"late", first.message_id)  # the broker delivers it after all
+    broker.deliver("warren.canary", b"late", first.message_id)  # delivered after all
     broker.mode = "ok"
     second = canary.probe()
     assert second.result == "ok" and second.stale == 1
@@ -416,7 +447,7 @@ def test_late_delivery_of_a_timed_out_probe_is_stale_next_time():
 def test_unroutable_redeclares_on_next_probe():
     canary, broker, _ = make_canary("unroutable")
     assert canary.probe().result == "publish_failed"
-    assert canary.channel is None and canary.conn is not None
+    assert canary.cluster.consumer is None and canary.cluster_conn.connection is not None
     broker.mode = "ok"
     broker.queues.clear()
     assert canary.probe().result == "ok"
@@ -436,21 +467,95 @@ def test_run_loop_is_paced_and_stops():
     elapsed = time.monotonic() - started
     assert len(broker.published) == 3
     assert 0.9 <= elapsed < 3, "one probe per interval"
-    assert canary.metrics.probes.value(result="ok") == 2  # the one cut by stop is not counted
-    assert canary.conn is None
+    assert probes(canary, "ok") == 2  # the one cut by stop is not counted
+    assert canary.cluster_conn.connection is None
+
+
+# --------------------------------------------------------------------------------------------
+# node probes: one connection per node, a queue led by another node
+# --------------------------------------------------------------------------------------------
+
+
+def node_up(canary):
+    return {n: value(canary, "warren_canary_node_up", node=n) for n in NODES}
+
+
+def test_node_probes_go_through_every_node_to_a_queue_led_elsewhere():
+    canary, broker, connector = make_canary(node_probes=True)
+    results = canary.probe_nodes()
+    assert {n: r.result for n, r in results.items()} == {n: "ok" for n in NODES}
+    assert node_up(canary) == {n: 1 for n in NODES}
+    for node in NODES:
+        assert value(canary, "warren_canary_node_probes_total", node=node, result="ok") == 1
+    # each node publishes its own queue through its own connection...
+    assert [(n, q) for n, q, _ in broker.published] == [
+        ("rmq1:5672", "warren.canary.node.rmq1"), ("rmq2:5672", "warren.canary.node.rmq2"),
+        ("rmq3:5672", "warren.canary.node.rmq3")]
+    # ...and that queue was declared through the next node, with its leader there
+    assert [(q, via, a.get("x-queue-leader-locator")) for q, _, a, via in broker.declared] == [
+        ("warren.canary.node.rmq1", "rmq2:5672", "client-local"),
+        ("warren.canary.node.rmq2", "rmq3:5672", "client-local"),
+        ("warren.canary.node.rmq3", "rmq1:5672", "client-local")]
+    assert all(a["x-queue-type"] == "quorum" for _, _, a, _ in broker.declared)
+    # the SLI's counters are untouched by node probes
+    assert sum(probes(canary, r) for r in wc.RESULTS) == 0
+
+
+def test_a_node_that_accepts_connections_but_cannot_serve_shows_up_in_one_round():
+    canary, broker, _ = make_canary(node_probes=True)
+    canary.record(canary.probe())
+    canary.probe_nodes()
+    broker.node_mode["rmq2:5672"] = "hang"  # connections fine, confirms never come
+    started = time.monotonic()
+    canary.record(canary.probe())
+    results = canary.probe_nodes()
+    assert time.monotonic() - started < 2, "one round, bounded by the confirm timeout"
+    assert results["rmq2:5672"].result == "confirm_timeout"
+    assert node_up(canary) == {"rmq1:5672": 1, "rmq2:5672": 0, "rmq3:5672": 1}
+    assert value(canary, "warren_canary_node_probes_total", node="rmq2:5672",
+                 result="confirm_timeout") == 1
+    assert probes(canary, "ok") == 2, "the cluster probe (on rmq1) saw nothing: hence node probes"
+    broker.node_mode.clear()
+    canary.probe_nodes()
+    assert node_up(canary)["rmq2:5672"] == 1
+
+
+def test_a_down_node_is_connection_failed_and_its_queue_is_declared_elsewhere():
+    canary, broker, connector = make_canary(node_probes=True, down={"rmq2:5672"})
+    results = canary.probe_nodes()
+    assert results["rmq2:5672"].result == "connection_failed"
+    assert results["rmq1:5672"].result == "ok" and results["rmq3:5672"].result == "ok"
+    assert node_up(canary) == {"rmq1:5672": 1, "rmq2:5672": 0, "rmq3:5672": 1}
+    via = {q: n for q, _, _, n in broker.declared}
+    assert via["warren.canary.node.rmq1"] == "rmq3:5672", "rmq2 is down: the one after it"
+
+
+def test_single_node_declares_its_own_queue():
+    canary, broker, _ = make_canary(node_probes=True, nodes=["rmq1:5672"])
+    assert canary.probe_nodes()["rmq1:5672"].result == "ok"
+    assert [(q, via) for q, _, _, via in broker.declared] == [("warren.canary.node.rmq1", "rmq1:5672")]
+
+
+def test_node_queue_names():
+    nodes = make_config(nodes=["a:1", "a:2", "b:3"]).nodes
+    assert [wc.node_queue_name("q", n, nodes) for n in nodes] == ["q.node.a-1", "q.node.a-2", "q.node.b"]
 
 
 def test_once_prints_json(tmp_path, monkeypatch, capsys):
     cfg = tmp_path / "c.json"
-    cfg.write_text(json.dumps({"nodes": ["rmq1:5672"], "vhost": "canary", "user": "u",
+    cfg.write_text(json.dumps({"nodes": ["rmq1:5672", "rmq2:5672"], "vhost": "canary", "user": "u",
                                "password": "p", "rabbitmq_cluster": "lab"}))
     broker = FakeBroker()
-    monkeypatch.setattr(wc.Canary, "_pika_connect", lambda self, h, p: FakeConnection(broker, h))
+    monkeypatch.setattr(pika, "BlockingConnection",
+                        lambda params: FakeConnection(broker, "%s:%d" % (params.host, params.port)))
     assert wc.main(["--config", str(cfg), "--once"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["result"] == "ok" and out["node"] == "rmq1:5672" and out["rabbitmq_cluster"] == "lab"
-    broker.mode = "nack"
+    assert {n: r["result"] for n, r in out["nodes"].items()} == {"rmq1:5672": "ok", "rmq2:5672": "ok"}
+    broker.node_mode["rmq2:5672"] = "nack"  # one node failing is enough for exit 1
     assert wc.main(["--config", str(cfg), "--once"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["result"] == "ok" and out["nodes"]["rmq2:5672"]["result"] == "publish_failed"
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,7 +570,8 @@ def test_defaults():
     assert cfg.node_names == ["rmq1:5672", "[::1]:5673"]
     assert (cfg.interval, cfg.confirm_timeout, cfg.consume_timeout) == (5.0, 5.0, 5.0)
     assert (cfg.listen_address, cfg.listen_port) == ("0.0.0.0", 9491)
-    assert cfg.queue == "warren.canary" and cfg.tls is False
+    assert cfg.queue == "warren.canary" and cfg.tls is False and cfg.node_probes is True
+    assert cfg.client.heartbeat == 30 and cfg.client.backoff_max == 10
     assert "password" not in cfg.public()
 
 
@@ -475,11 +581,13 @@ def test_ini_config_and_password_file(tmp_path):
     ini = tmp_path / "canary.ini"
     ini.write_text("[canary]\nnodes = rmq1:5671, rmq2:5671\n rmq3:5671\nvhost = canary\n"
                    "user = warren-canary\npassword_file = %s\ntls = yes\n"
-                   "tls_verify_hostname = off\ninterval = 2.5\nlisten_port = 9500\n" % secret)
+                   "tls_verify_hostname = off\ninterval = 2.5\nlisten_port = 9500\n"
+                   "node_probes = no\nheartbeat = 12\n" % secret)
     cfg = wc.load_config(str(ini))
     assert cfg.node_names == ["rmq1:5671", "rmq2:5671", "rmq3:5671"]
-    assert cfg.password == "s3cret" and cfg.tls and not cfg.tls_verify_hostname
-    assert cfg.interval == 2.5 and cfg.listen_port == 9500
+    assert cfg.client.password == "s3cret" and cfg.tls and not cfg.tls_verify_hostname
+    assert cfg.interval == 2.5 and cfg.listen_port == 9500 and cfg.node_probes is False
+    assert cfg.client.heartbeat == 12 and cfg.client.verify_hostname is False
     assert wc.validate({"nodes": ["rmq1"], "vhost": "v", "user": "u", "password": "p",
                         "tls": True}).nodes == [("rmq1", 5671)]
 
@@ -501,12 +609,15 @@ BASE = {"nodes": ["rmq1:5672"], "vhost": "canary", "user": "u", "password": "p"}
     ({"interval": 0}, "'interval' must be a positive number of seconds"),
     ({"interval": 0.1}, "'interval' must be at least 0.5 seconds"),
     ({"confirm_timeout": "soon"}, "'confirm_timeout' must be a number"),
+    ({"connect_timeout": -1}, "'connect_timeout' must be a positive number of seconds"),
+    ({"heartbeat": -1}, "'heartbeat' must be 0 (off)"),
     ({"listen_port": 70000}, "'listen_port' must be 1-65535"),
     ({"tls": "maybe"}, "'tls' must be true or false"),
+    ({"node_probes": "maybe"}, "'node_probes' must be true or false"),
     ({"tls_ca_file": "/etc/ssl/ca.pem"}, "'tls_ca_file' is set but 'tls' is false"),
     ({"tls": True, "tls_ca_file": "/nonexistent/ca.pem"}, "no such file /nonexistent/ca.pem"),
     ({"tls": True, "tls_cert_file": "/x"}, "set both 'tls_cert_file' and 'tls_key_file'"),
-    ({"reconnect_backoff_max": 0.5}, "must not be below 'reconnect_backoff_initial'"),
+    ({"reconnect_backoff_max": 0.5}, "'reconnect_backoff_max' must not be below 'reconnect_backoff_initial'"),
     ({"password": None, "password_file": "/nonexistent/pw"}, "cannot read password_file"),
 ])
 def test_config_errors_are_clear(change, message):

@@ -192,7 +192,7 @@ class FailoverConnection:
             now = self.clock()
             if now < self.retry_at:
                 if self.retry_at > end:
-                    raise NoNodeAvailable("no node reachable, retrying in %.1fs (%s)"
+                    raise NoNodeAvailable("no node reachable, waiting out the reconnect backoff (%.1fs left; %s)"
                                           % (self.retry_at - now, "; ".join(self.last_errors)),
                                           self.last_errors)
                 self._sleep(self.retry_at - now)
