@@ -12,8 +12,10 @@ dealt out over them round-robin), each running its connections on one pika ``Sel
 I/O loop, follows the open-loop schedule (``warren_amqp.schedule``) for every step, and stops
 by itself: after the last step, publishers wait up to ``confirm_grace_seconds`` for their last
 confirms, consumers stop once idle (or after ``consume_grace_seconds``). SIGTERM or Ctrl-C ends
-it early and cleanly (files are written, ``"interrupted": true``). ``duration_bound_seconds`` is
-a hard bound on the whole run.
+it early and cleanly: the schedule ends at once, publishers get 5 s for their last confirms,
+the files are written, ``summary.json`` says ``"stopped_by": ["SIGTERM"]`` and the exit code is
+0 (drills end their workload with ``systemctl stop``). ``duration_bound_seconds`` is a hard
+bound on the whole run; a run killed at that bound exits 3.
 
 Publishers publish uniquely numbered messages (headers ``x-warren-run``, ``x-warren-pub``,
 ``x-warren-seq``, ``x-warren-intended-us``, ``x-warren-sent-us`` (integer microseconds); ``message_id`` ``pub:seq``; a body
@@ -77,7 +79,8 @@ per-step HdrHistograms as ``encode()`` strings, counters, CPU seconds, failovers
 time series) and ``summary.json`` (the merged steps: target, sent/confirmed/delivered rates,
 latency percentiles from the merged histograms, generator lag, CPU, validity; the checker's
 counts over this run's files). ``--drain`` writes ``ops-drain-*``/``seqs-drain-*`` and
-``drain-summary.json``. Exit codes: 0 done, 2 bad config or setup error, 3 interrupted.
+``drain-summary.json``. Exit codes: 0 done (also after SIGTERM/SIGINT), 1 a worker failed or
+the broker refused the queue, 2 bad config or setup error, 3 killed at the duration bound.
 """
 
 import argparse
@@ -1164,10 +1167,10 @@ def run(cfg, out_dir, mode='run'):
     sys.stdout.flush()
     children = [ctx.Process(target=_child, args=(cfg, p, t0, out_dir, mode, shared),
                             name='traffic-%d' % p) for p in range(nproc)]
-    interrupted = []
+    interrupted, stopped_by = [], []
 
     def on_signal(signum, frame):
-        interrupted.append(signal.Signals(signum).name)
+        stopped_by.append(signal.Signals(signum).name)
         for c in children:
             if c.pid and c.is_alive():
                 os.kill(c.pid, signal.SIGTERM)
@@ -1199,6 +1202,7 @@ def run(cfg, out_dir, mode='run'):
     tags = [tag % (cfg.host_id, p) for p in range(nproc)]
     summary = merge_run(cfg, out_dir, tags, t0, mode)
     summary['queue_depth_at_start'] = depth
+    summary['stopped_by'] = stopped_by
     summary['interrupted'] = interrupted
     summary['exit_codes'] = [c.exitcode for c in children]
     if mode == 'drain':
@@ -1256,6 +1260,9 @@ def render(summary):
         lines.append('queue depth after the drain: %s' % summary['queue_depth_after'])
     for e in summary['errors']:
         lines.append('ERROR: %s' % e)
+    if summary.get('stopped_by'):
+        lines.append('stopped early by %s (clean stop: files written)'
+                     % ', '.join(summary['stopped_by']))
     if summary['interrupted']:
         lines.append('INTERRUPTED: %s' % ', '.join(summary['interrupted']))
     return '\n'.join(lines)
