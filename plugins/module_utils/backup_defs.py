@@ -67,13 +67,14 @@ def identities(doc, kind):
     return set(identity(kind, o) for o in (doc.get(kind) or []) if isinstance(o, dict))
 
 
-def foreign_objects(current, backup, allowed=None, login_user=None):
+def foreign_objects(current, backup, allowed=None, login_user=None, ignore_vhosts=()):
     """Objects the cluster holds that neither a fresh node, ``allowed`` nor the backup has.
 
     A cluster with such objects is not blank: importing a backup into it mixes two sets of
     definitions. ``allowed`` is a definitions document of what deploying the cluster creates by
     itself (the inventory's rabbitmq_definitions). The login user (the admin the deployment
-    creates) and its permissions are allowed too.
+    creates) and its permissions are allowed too, and so is whatever lives in ``ignore_vhosts``
+    (the canary's vhost: the canary declares its own queues there as soon as the cluster runs).
     """
     allowed = allowed or {}
     out = []
@@ -84,7 +85,10 @@ def foreign_objects(current, backup, allowed=None, login_user=None):
                 known.add((login_user,))
             if kind in ('permissions', 'topic_permissions'):
                 known |= set(k for k in identities(current, kind) if k[1] == login_user)
+        scoped = kind in VHOST_SCOPED
         for key in sorted(identities(current, kind) - known, key=str):
+            if (scoped and key[0] in ignore_vhosts) or (kind == 'vhosts' and key[0] in ignore_vhosts):
+                continue
             out.append(label(kind, key))
     return out
 

@@ -49,6 +49,13 @@ options:
   login_user:
     description: With O(action=foreign), the deployment's admin user; it and its permissions do not count.
     type: str
+  ignore_vhosts:
+    description:
+      - With O(action=foreign), vhosts whose content does not count (and which do not count
+        themselves), such as the canary's vhost, where the canary declares its own queues.
+    type: list
+    elements: str
+    default: []
   vhost:
     description: With O(action=subset), the vhost to restore.
     type: str
@@ -127,7 +134,7 @@ def run(module):
     backup = load_definitions(p['src'])
     current = load_definitions(p['current'])
     if p['action'] == 'foreign':
-        found = foreign_objects(current, backup, p['allowed'], p['login_user'])
+        found = foreign_objects(current, backup, p['allowed'], p['login_user'], tuple(p['ignore_vhosts']))
         return dict(changed=False, foreign=found)
     if not p['dest']:
         raise BackupError('action=subset needs dest')
@@ -149,6 +156,7 @@ def main():
             current=dict(type='path', required=True),
             allowed=dict(type='dict', default={}),
             login_user=dict(type='str'),
+            ignore_vhosts=dict(type='list', elements='str', default=[]),
             vhost=dict(type='str'),
             user=dict(type='str'),
             policy=dict(type='str'),

@@ -85,6 +85,14 @@ def test_a_live_cluster_that_moved_on_is_not_blank():
         "user (name 'intruder')", "queue (vhost 'orders', name 'new-since-backup')"]
 
 
+def test_the_canary_vhost_can_be_ignored():
+    live = copy.deepcopy(BACKUP)
+    live['vhosts'].append({'name': 'warren-canary'})
+    live['queues'].append({'vhost': 'warren-canary', 'name': 'warren.canary.node.rmq1'})
+    assert len(bd.foreign_objects(live, BACKUP)) == 2
+    assert bd.foreign_objects(live, BACKUP, ignore_vhosts=('warren-canary',)) == []
+
+
 def test_bindings_differing_only_in_arguments_are_different_objects():
     live = copy.deepcopy(BACKUP)
     live['bindings'].append(dict(BACKUP['bindings'][0], arguments={'x-match': 'all'}))
