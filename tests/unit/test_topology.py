@@ -314,3 +314,11 @@ def test_host_var_of_an_unknown_variable_fails_clearly():
         topology.host_var("mon1", hostvars, "nosuchrole_port")
     with pytest.raises(AnsibleFilterError, match="prometheus_nosuch is neither set for mon1 nor a role default"):
         topology.host_var("mon1", hostvars, "prometheus_nosuch")
+
+
+def test_rabbitmq_role_checks_the_same_variables_the_filter_reads():
+    """The role's preflight compares exactly these with the inventory (roles/rabbitmq/vars/main.yml)."""
+    role_vars = yaml.safe_load(open(os.path.join(ROOT, "roles", "rabbitmq", "vars", "main.yml")))
+    assert tuple(role_vars["__rabbitmq_topology_vars"]) == topology.TOPOLOGY_VARS
+    defaults = yaml.safe_load(open(DEFAULTS))
+    assert set(topology.TOPOLOGY_VARS) <= set(defaults)
