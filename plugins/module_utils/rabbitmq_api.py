@@ -19,6 +19,7 @@ __metaclass__ = type
 
 import html
 import json
+import os
 import socket
 import ssl
 import time
@@ -60,13 +61,53 @@ API_MUTUALLY_EXCLUSIVE = [('url', 'host'), ('url', 'port'), ('url', 'scheme')]
 API_REQUIRED_TOGETHER = [('client_cert', 'client_key')]
 
 
+# Options that count seconds or attempts: never negative (request_timeout: above zero).
+NON_NEGATIVE = ('api_retries', 'api_retry_delay', 'timeout', 'delay')
+POSITIVE = ('request_timeout',)
+TLS_FILES = ('ca_cert', 'client_cert', 'client_key')
+
+
+def check_params(params):
+    """Problems with the connection options that need no server, as one message, or None.
+
+    Negative timeouts, delays or retry counts, and TLS files that are missing or unreadable
+    (named, so a typo is not reported as "cannot reach" after retries).
+    """
+    problems = []
+    for name in NON_NEGATIVE:
+        if params.get(name) is not None and params[name] < 0:
+            problems.append('%s must be zero or more, got %s' % (name, params[name]))
+    for name in POSITIVE:
+        if params.get(name) is not None and params[name] <= 0:
+            problems.append('%s must be more than zero seconds, got %s' % (name, params[name]))
+    for name in TLS_FILES:
+        path = params.get(name)
+        if not path:
+            continue
+        if not os.path.exists(path):
+            problems.append("%s file '%s' does not exist (on the host that runs the module)" % (name, path))
+        elif not os.path.isfile(path):
+            problems.append("%s '%s' is not a file" % (name, path))
+        elif not os.access(path, os.R_OK):
+            problems.append("%s file '%s' is not readable by this user" % (name, path))
+    return '; '.join(problems) or None
+
+
 def api_module(argument_spec, mutually_exclusive=None, **kwargs):
-    """An AnsibleModule with the shared connection options added; check mode is always supported."""
+    """An AnsibleModule with the shared connection options added; check mode is always supported.
+
+    The options are checked at once (see :func:`check_params`): the module fails before any
+    request when they cannot work.
+    """
     spec = api_argument_spec()
     spec.update(argument_spec)
-    return AnsibleModule(argument_spec=spec, supports_check_mode=True,
-                         mutually_exclusive=API_MUTUALLY_EXCLUSIVE + list(mutually_exclusive or []),
-                         required_together=API_REQUIRED_TOGETHER, **kwargs)
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
+                           mutually_exclusive=API_MUTUALLY_EXCLUSIVE + list(mutually_exclusive or []),
+                           required_together=API_REQUIRED_TOGETHER, **kwargs)
+    problem = check_params(module.params)
+    if problem:
+        module.fail_json(msg=problem, changed=False)
+    return module
 
 
 def run_module(module, run, *handled):
@@ -76,7 +117,9 @@ def run_module(module, run, *handled):
     except RabbitMQAPIError as e:
         module.fail_json(msg=str(e), status=e.status, changed=False)
     except handled as e:
-        module.fail_json(msg=str(e), changed=False)
+        extra = dict(getattr(e, 'result', None) or {})  # fields an error adds to the result
+        extra.setdefault('changed', False)
+        module.fail_json(msg=str(e), **extra)
     module.exit_json(**result)
 
 
@@ -200,8 +243,11 @@ class RabbitMQClient:
         elif status == 403:
             msg = ("user '%s' is not allowed to %s: it needs the administrator tag (policymaker for policies "
                    "and parameters) and permissions on the vhost (RabbitMQ says: %s)" % (self.user, where, reason))
-        elif status == 404 and vhost is not None:
+        elif status == 404 and vhost is not None and not self.vhost_exists(vhost):
             msg = "vhost '%s' does not exist (HTTP 404 on %s)" % (vhost, where)
+        elif status == 404 and vhost is not None:
+            msg = ("not found: %s - vhost '%s' exists, so the object this path names (or one it refers to, "
+                   "such as a binding's exchange or queue) does not" % (where, vhost))
         elif status == 404:
             msg = 'not found: %s' % where
         elif status == 400:
@@ -252,6 +298,10 @@ class RabbitMQClient:
                 raise last
             except (URLError, socket.timeout, socket.error, HTTPException, UrlsConnectionError) as e:
                 detail = getattr(e, 'reason', None) or e
+                if self.base.startswith('http://') and _looks_like_tls(e, detail):
+                    raise RabbitMQAPIError(
+                        'the management API at %s answered with TLS, not plain HTTP: this port expects https. '
+                        'Use an https:// url (or scheme=https) and ca_cert' % self.base, method=method, path=path)
                 if isinstance(detail, ssl.SSLError) or isinstance(e, (ssl.SSLError, UrlsConnectionError)):
                     raise RabbitMQAPIError(
                         'TLS connection to the RabbitMQ management API at %s failed: %s (check ca_cert, '
@@ -281,11 +331,16 @@ class RabbitMQClient:
 
     def delete(self, path, missing_ok=True, vhost=None):
         """Delete; returns False when the object was already gone."""
-        status, _ = self.request('DELETE', path, missing_ok=missing_ok, vhost=vhost)
-        return status != 404
+        return self.request('DELETE', path, missing_ok=missing_ok, vhost=vhost)[0] != 404
 
     def vhost_exists(self, name):
         return self.get(api_path('vhosts', name), missing_ok=True) is not None
+
+
+def _looks_like_tls(error, detail):
+    """A TLS listener answers plain HTTP with a TLS alert record (bytes 0x15 0x03 ...)."""
+    text = '%s %r' % (detail, getattr(error, 'line', ''))
+    return '\x15\x03' in text or '\\x15\\x03' in text
 
 
 def _parse(raw):

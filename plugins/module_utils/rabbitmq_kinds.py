@@ -31,6 +31,12 @@ __metaclass__ = type
 import json
 
 from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_api import api_path
+from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_checks import (
+    EXCHANGE_ARGUMENT_KEYS,
+    argument_problems,
+    policy_definition_problems,
+    regex_problem,
+)
 from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_values import (
     APPLY_TO,
     ARGUMENT_POLICY_KEYS,
@@ -45,7 +51,26 @@ from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_values im
 
 
 class DefinitionsError(Exception):
-    """Bad input or a plan RabbitMQ cannot carry out; raised before anything is changed."""
+    """Bad input or a plan RabbitMQ cannot carry out; ``result`` holds extra fields for the task result."""
+
+    def __init__(self, msg, **result):
+        super(DefinitionsError, self).__init__(msg)
+        self.result = result
+
+
+def check_regex_fields(where, item, fields):
+    for field in fields:
+        problem = regex_problem(item[field])
+        if problem:
+            raise DefinitionsError("%s: %s %s. Fix: escape the special character (for example '\\\\.' for a "
+                                   "dot) or use '.*' for everything, '' for nothing" % (where, field, problem))
+
+
+def check_arguments(where, arguments, known=None):
+    problems = argument_problems(normalise_mapping(arguments or {}), known)
+    if problems:
+        raise DefinitionsError('%s: arguments: %s. Fix the value; RabbitMQ would refuse it'
+                               % (where, '; '.join(problems)))
 
 
 def as_bool(value, default):
@@ -263,6 +288,11 @@ class PermissionKind(Kind):
     def label(self, key):
         return "permission of user '%s' in vhost '%s'" % (key[1], key[0])
 
+    regex_fields = ('configure', 'write', 'read')
+
+    def check_values(self, where, item):
+        check_regex_fields(where, item, self.regex_fields)
+
     def protected(self, key, login_user):
         return key[1] == login_user
 
@@ -275,6 +305,7 @@ class TopicPermissionKind(PermissionKind):
     key, singular = 'topic_permissions', 'topic permission'
     required = fields = ('user', 'vhost', 'exchange', 'write', 'read')
     resource = 'topic-permissions'
+    regex_fields = ('write', 'read')
 
     def identity(self, obj):
         return (obj['vhost'], obj['user'], obj['exchange'])
@@ -356,6 +387,11 @@ class PolicyKind(Kind):
             int(item.get('priority') or 0)
         except (TypeError, ValueError):
             raise DefinitionsError("%s: priority '%s' is not an integer" % (where, item.get('priority')))
+        check_regex_fields(where, item, ('pattern',))
+        problems = policy_definition_problems(normalise_mapping(item['definition']))
+        if problems:
+            raise DefinitionsError('%s: definition: %s. RabbitMQ 4.x would reject this policy; fix the key or '
+                                   'value' % (where, '; '.join(problems)))
 
 
 class OperatorPolicyKind(PolicyKind):
@@ -379,9 +415,17 @@ class ExchangeKind(Kind):
                 'internal': as_bool(raw.get('internal'), False),
                 'arguments': normalise_mapping(raw.get('arguments') or {})}
 
+    types = ('direct', 'fanout', 'topic', 'headers')
+
     def check_values(self, where, item):
         if self.builtin(item['name']):
             raise DefinitionsError("%s: exchange names '' and 'amq.*' are reserved by RabbitMQ" % where)
+        if item['type'] not in self.types and not item['type'].startswith('x-'):
+            raise DefinitionsError("%s: type '%s' is not an exchange type (%s, or x-... from a plugin)"
+                                   % (where, item['type'], ', '.join(self.types)))
+        if item.get('arguments') is not None and not isinstance(item['arguments'], dict):
+            raise DefinitionsError('%s: arguments must be a dict' % where)
+        check_arguments(where, item.get('arguments'), EXCHANGE_ARGUMENT_KEYS)
 
     def protected(self, key, login_user):
         return self.builtin(key[1])
@@ -414,6 +458,7 @@ class QueueKind(Kind):
             raise DefinitionsError("%s: queue type '%s' is not one of %s" % (where, qtype, ', '.join(QUEUE_TYPES)))
         if item.get('arguments') is not None and not isinstance(item['arguments'], dict):
             raise DefinitionsError('%s: arguments must be a dict' % where)
+        check_arguments(where, item.get('arguments'))
 
     def compare(self, want, have):
         wanted = dict(want['arguments'])

@@ -26,12 +26,31 @@ description:
     everything in the file it does nothing.
   - All input is validated before anything is changed - malformed JSON, unknown object types,
     missing required fields, bad values, duplicates, references to vhosts or users that neither
-    exist nor are part of the same set, and queues or exchanges whose type or arguments differ
-    from the existing ones. The message names the offending item.
+    exist nor are part of the same set, bindings whose source exchange or destination neither
+    exists nor is in the set, policy keys and values RabbitMQ 4.x does not accept, regular
+    expressions that do not compile (policy patterns, permissions), x-arguments with a wrong
+    sign or type, and queues or exchanges whose type or arguments differ from the existing
+    ones. The message names the object and the field and says how to fix it.
+  - With O(state=present) a run never half-applies. If RabbitMQ still refuses a write, the
+    writes done so far are undone in reverse order from the snapshot the plan was made from -
+    created objects deleted, updated ones put back (users with their stored password hash),
+    deleted ones recreated - and the task fails with RabbitMQ's message. C(changed) is false only
+    when the rollback restored everything; RV(rollback) says what it did and, when a step failed,
+    exactly what is still changed. Messages of a deleted queue cannot come back.
+  - The login user cannot lock itself out. A set that takes the C(administrator) tag from
+    O(login_user), or gives it a permission too narrow for the objects this run declares, is
+    refused. A change of the login user's own password is applied only in a run of its own
+    (a set that changes nothing else); mixed with other changes it is refused, because every
+    request after it would need the new password.
+  - For every vhost the set lists and this run creates or declares objects in, O(login_user)
+    gets configure, write and read C(.*) there unless the set gives it a permission of its own.
+    RabbitMQ grants the creator of a vhost that permission anyway, but two runs that meet (one
+    creates the vhost, the other declares a queue in it a moment later) then fail half the time;
+    an explicit permission, and a few retries of a write that races it, make both succeed.
   - Supports check mode and diff mode (the diff lists what would be created, changed and deleted).
 version_added: 0.1.0
 author:
-  - warren SRE team
+  - warren SRE team (@warren-sre)
 options:
   state:
     description: What to do; see the description.
@@ -64,6 +83,35 @@ options:
         the implicit bindings of the default exchange.
       - Omitted attributes stay unmanaged even with O(prune=true) (for example a vhost without
         C(limits) keeps its limits).
+      - Guarded by O(prune_scope), O(prune_max_deletions) and O(prune_max_percent); the planned
+        deletions are in RV(deletions) and, in diff mode, in the diff's C(before).
+    type: bool
+    default: false
+  prune_scope:
+    description:
+      - V(cluster) prunes the whole cluster - every vhost, user, global parameter and every object in
+        every vhost that the set does not name.
+      - V(vhosts) prunes only inside the vhosts the set lists under C(vhosts) - their permissions,
+        parameters, policies, exchanges, queues and bindings. Vhosts, users and global parameters are
+        then never deleted. Use it when other teams own other vhosts of the same cluster.
+    type: str
+    choices: [cluster, vhosts]
+    default: cluster
+  prune_max_deletions:
+    description:
+      - Refuse a prune that would delete more than this many objects (the task fails and lists
+        them) unless O(prune_force=true). The check runs in check mode too.
+    type: int
+    default: 50
+  prune_max_percent:
+    description:
+      - Refuse a prune that would delete more than this share (in percent) of the objects in its
+        scope unless O(prune_force=true). A set that names almost nothing would otherwise empty
+        the cluster.
+    type: float
+    default: 50.0
+  prune_force:
+    description: Go ahead with a prune above O(prune_max_deletions) or O(prune_max_percent).
     type: bool
     default: false
   dest:
@@ -90,6 +138,16 @@ options:
     type: path
 extends_documentation_fragment:
   - warren.rabbitmq.api
+  - warren.rabbitmq.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    support: full
+    platforms: posix
+    details: Any host that reaches the management API over HTTP(S); the controller with C(delegate_to=localhost) works.
 notes:
   - Needs a user with the C(administrator) tag.
   - RabbitMQ cannot change the type or the arguments of an existing queue. When they differ the
@@ -101,10 +159,15 @@ notes:
     compared; RabbitMQ records the type it chose.
   - Users without C(tags) in the set keep their current tags; new users get none.
   - RabbitMQ grants the user that creates a vhost through the API full permissions in it. With
-    O(state=present) that permission is left in place (the module needs it to declare the vhost's
-    queues, exchanges and bindings; O(prune) never removes the login user's permissions). With
-    O(state=imported) it is taken back when the file does not grant it, so that a re-export is
-    byte-identical to the imported file.
+    O(state=present) the module puts that permission explicitly (see the description) and leaves
+    it in place (O(prune) never removes the login user's permissions). With O(state=imported) it
+    is taken back when the file does not grant it, so that a re-export is byte-identical to the
+    imported file.
+  - Regular expressions are checked with Python's C(re); RabbitMQ uses PCRE. Patterns that use
+    PCRE-only syntax (for example C(\\Q...\\E), C((?|...)), recursion) are left to RabbitMQ,
+    whose refusal is then rolled back.
+  - Two runs of the same set at the same time both succeed. Two runs of different sets that
+    touch the same objects are not serialised - the last write wins.
 seealso:
   - module: warren.rabbitmq.policy
 '''
@@ -128,6 +191,10 @@ EXAMPLES = r'''
           tags: []
       permissions:
         - {user: orders-app, vhost: orders, configure: "^orders\\.", write: ".*", read: ".*"}
+        # The login user needs configure/write/read in a vhost to declare its exchanges, queues
+        # and bindings. The module adds this permission by itself for a vhost the set creates;
+        # writing it down keeps it visible and lets prune runs and audits see it.
+        - {user: admin, vhost: orders, configure: ".*", write: ".*", read: ".*"}
       policies:
         - vhost: orders
           name: orders-limits
@@ -144,10 +211,12 @@ EXAMPLES = r'''
       bindings:
         - {vhost: orders, source: orders.dlx, destination: orders.dead, destination_type: queue}
 
-- name: Apply a definitions file and delete everything it does not name
+- name: Apply a definitions file and delete everything it does not name (inside its own vhosts)
   warren.rabbitmq.definitions:
     src: /etc/rabbitmq/definitions.json
     prune: true
+    prune_scope: vhosts
+    prune_max_deletions: 20
     login_user: admin
     login_password: "{{ rabbitmq_admin_password }}"
 
@@ -197,6 +266,20 @@ counts:
   type: dict
   sample: {vhosts: 2, users: 3, permissions: 3, topic_permissions: 0, parameters: 1,
            global_parameters: 2, policies: 2, queues: 4, exchanges: 1, bindings: 1}
+deletions:
+  description: The deletions among RV(changes) (planned or done); with a refused prune, in the failure result too.
+  returned: state is present or imported
+  type: list
+  elements: str
+  sample: ["delete queue 'orders.old' in vhost 'orders'"]
+rollback:
+  description:
+    - Only when a write failed. What the rollback did - C(attempted) (writes sent, including the
+      failed one), C(undone) (their undo steps that worked, newest first), C(failed) (one entry per
+      object still changed, with C(object), C(left) and C(error)) and C(complete).
+  returned: failure after a write
+  type: dict
+  sample: {attempted: 3, undone: ["create queue 'q' in vhost '/'", "create user 'u'"], failed: [], complete: true}
 safety_export:
   description: Where the definitions from before the import were saved.
   returned: state is imported and something was imported
@@ -219,15 +302,18 @@ import os
 import tempfile
 
 from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_api import (
+    RabbitMQAPIError,
     api_module,
     api_path,
     run_module,
 )
+from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_checks import regex_matches
 from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_kinds import (
     BY_KEY,
     TYPES,
     DefinitionsError,
 )
+from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_rollback import Journal
 from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_values import (
     DEFAULT_HASHING,
     canonical_json,
@@ -387,8 +473,12 @@ def _password_state(want, have):
     return False, False
 
 
-def plan(desired, current, prune, login_user):
-    """Compare models; return (actions, conflicts)."""
+def plan(desired, current, prune, login_user, prune_vhosts=None):
+    """Compare models; return (actions, conflicts).
+
+    ``prune_vhosts``: a set of vhost names to limit prune to (objects inside them only), or None
+    for the whole cluster.
+    """
     actions, conflicts = [], []
     for kind in BY_KEY.values():
         want_all, have_all = desired[kind.key], current[kind.key]
@@ -411,25 +501,49 @@ def plan(desired, current, prune, login_user):
             for key, have in have_all.items():
                 if key in want_all or kind.protected(key, login_user):
                     continue
+                if prune_vhosts is not None and not (kind.in_vhost and key[0] in prune_vhosts):
+                    continue
                 actions.append(Action('delete', kind.key, key, have, None))
     return actions, conflicts
 
 
 # -- applying ----------------------------------------------------------------------------------
 
-def apply_action(client, action, current):
+RACE_RETRIES = 3
+
+
+def apply_action(client, action, current, journal=None, race_vhosts=()):
+    """Send one action; writes into a vhost the set lists are retried when they race.
+
+    Right after a vhost is created (by this run or by another one a moment before), the login
+    user's permission in it may not be visible yet: a 401 or 404 there is retried a few times
+    before it counts as a failure.
+    """
     kind = BY_KEY[action.kind]
-    if action.op == 'delete':
-        kind.delete(client, action.key, action.before, current)
-    else:
-        kind.put(client, action.after, action.before)
+    if journal is not None:
+        journal.record(action)
+    for attempt in range(RACE_RETRIES + 1):
+        try:
+            if action.op == 'delete':
+                kind.delete(client, action.key, action.before, current)
+            else:
+                kind.put(client, action.after, action.before)
+            return
+        except RabbitMQAPIError as e:
+            racing = e.status in (401, 404) and kind.in_vhost and action.key[0] in race_vhosts
+            if not racing or attempt == RACE_RETRIES:
+                raise
+            client.sleep(max(0.5, client.retry_delay))
 
 
-def execute(client, actions, current):
+def execute(client, actions, current, journal=None, race_vhosts=()):
     """Vhosts, users and permissions first, then deletes (children first), then everything else."""
+    def send(a):
+        apply_action(client, a, current, journal, race_vhosts)
+
     for a in actions:
         if a.op != 'delete' and BY_KEY[a.kind].first:
-            apply_action(client, a, current)
+            send(a)
     deletes = [a for a in actions if a.op == 'delete']
     doomed_vhosts = set(a.key[0] for a in deletes if a.kind == 'vhosts')
     doomed_users = set(a.key[0] for a in deletes if a.kind == 'users')
@@ -439,10 +553,11 @@ def execute(client, actions, current):
             continue
         if a.kind in ('permissions', 'topic_permissions') and a.key[1] in doomed_users:
             continue
-        apply_action(client, a, current)
+        send(a)
     for a in actions:
         if a.op != 'delete' and not BY_KEY[a.kind].first:
-            apply_action(client, a, current)
+            send(a)
+
 
 # -- diff output -------------------------------------------------------------------------------
 
@@ -584,18 +699,123 @@ def current_model(client):
     return model(client.get(api_path('definitions')), desired=False)
 
 
+# Exchanges every vhost has; the nameless default exchange takes no explicit bindings.
+BUILTIN_EXCHANGES = ('amq.direct', 'amq.fanout', 'amq.headers', 'amq.match', 'amq.topic', 'amq.rabbitmq.trace')
+LOGIN_PERMISSION = {'configure': '.*', 'write': '.*', 'read': '.*'}
+
+
 def prepare(module, client, prune, object_by_object=True):
+    p = module.params
+    login_user = p['login_user']
     doc = load_desired(module)
     current = current_model(client)
-    validate(doc, current, prune, module.params['login_user'])
+    scope = p.get('prune_scope') or 'cluster'
+    validate(doc, current, prune and scope == 'cluster', login_user)
     desired = model(doc, desired=True)
-    actions, conflicts = plan(desired, current, prune, module.params['login_user'])
+    prune_vhosts = set(k[0] for k in desired['vhosts']) if prune and scope == 'vhosts' else None
+    actions, conflicts = plan(desired, current, prune, login_user, prune_vhosts)
     if conflicts:
         raise DefinitionsError('; '.join(conflicts))
+    check_references(desired, current, actions)
     if object_by_object:
+        actions += grant_login_user(actions, current, desired, login_user)
+        check_self_lockout(actions, current, desired, login_user)
         # a wholesale import (POST /api/definitions) does not need the login user's vhost permissions
-        check_login_permissions(actions, current, desired, module.params['login_user'])
+        check_login_permissions(actions, current, desired, login_user)
+    if prune:
+        check_prune(actions, current, p, prune_vhosts)
     return doc, current, actions
+
+
+def check_references(desired, current, actions):
+    """Every binding's source exchange and destination must exist after the run (set or server)."""
+    deleted = set((a.kind, a.key) for a in actions if a.op == 'delete')
+    doomed_vhosts = set(k[0] for kind, k in deleted if kind == 'vhosts')
+
+    def exists(kind, vhost, name):
+        if kind == 'exchanges' and name in BUILTIN_EXCHANGES:
+            return vhost not in doomed_vhosts
+        key = (vhost, name)
+        if key in desired[kind]:
+            return True
+        return key in current[kind] and (kind, key) not in deleted and vhost not in doomed_vhosts
+
+    for key, b in sorted(desired['bindings'].items()):
+        where = BY_KEY['bindings'].label(key)
+        if b['source'] == '':
+            raise DefinitionsError("%s: source '' is the default exchange, which binds every queue by its name "
+                                   "on its own; remove the binding or bind from a named exchange" % where)
+        if not exists('exchanges', b['vhost'], b['source']):
+            raise DefinitionsError("%s: source exchange '%s' does not exist in vhost '%s' and is not in the set. "
+                                   "Fix: add it to 'exchanges' or correct the binding's source"
+                                   % (where, b['source'], b['vhost']))
+        dkind = 'queues' if b['destination_type'] == 'queue' else 'exchanges'
+        if not exists(dkind, b['vhost'], b['destination']):
+            raise DefinitionsError("%s: destination %s '%s' does not exist in vhost '%s' and is not in the set. "
+                                   "Fix: add it to '%s' or correct the binding's destination"
+                                   % (where, b['destination_type'], b['destination'], b['vhost'], dkind))
+
+
+def grant_login_user(actions, current, desired, login_user):
+    """Permission for the login user in vhosts the set lists and this run needs to write into.
+
+    A vhost the set creates (or declares exchanges, queues or bindings in) needs configure, write
+    and read for the login user, or the run fails half-way - also when another run created the
+    vhost a moment before. A permission the set gives the login user there wins.
+    """
+    needs = set(a.key[0] for a in actions if a.op == 'create' and a.kind == 'vhosts')
+    needs |= set(a.key[0] for a in actions if a.kind in ('exchanges', 'queues', 'bindings') and a.op != 'delete')
+    grants = []
+    for vhost in sorted(needs):
+        key = (vhost, login_user)
+        if (vhost,) in desired['vhosts'] and key not in desired['permissions'] and key not in current['permissions']:
+            obj = dict(LOGIN_PERMISSION, user=login_user, vhost=vhost)
+            grants.append(Action('create', 'permissions', key, None, obj,
+                                 'login user, needed to declare objects in the vhost'))
+    return grants
+
+
+def check_self_lockout(actions, current, desired, login_user):
+    """Refuse a set that would take away what the login user needs to run the module again."""
+    want = desired['users'].get((login_user,))
+    if want is not None and 'tags' in want and 'administrator' not in want['tags']:
+        raise DefinitionsError(
+            "refused: the set gives the login user '%s' the tags %s, without 'administrator'; the module needs that "
+            "tag, so the next run could not log in to manage definitions. Fix: add 'administrator' to its tags, or "
+            "change this user while logged in as another administrator" % (login_user, json.dumps(want['tags'])))
+    others = [a for a in actions if not (a.kind == 'users' and a.key == (login_user,))]
+    own = [a for a in actions if a.kind == 'users' and a.key == (login_user,) and 'password' in a.detail]
+    if own and others:
+        raise DefinitionsError(
+            "refused: the set changes the password of the login user '%s' together with %d other change%s. "
+            "Every request after the password change would need the new password. Fix: change that password in a "
+            "run of its own (a set with only that user), then use the new password as login_password for the rest"
+            % (login_user, len(others), '' if len(others) == 1 else 's'))
+    for vhost, perm, need in _needed_access(actions, desired, login_user):
+        raise DefinitionsError(
+            "refused: the set gives the login user '%s' the permission %s in vhost '%s', but this run needs %s "
+            "there. Fix: widen that permission (configure/write/read '.*' is what the module grants a vhost it "
+            "creates), or leave the login user's permission out of the set"
+            % (login_user, json.dumps(dict((f, perm[f]) for f in ('configure', 'write', 'read')), sort_keys=True),
+               vhost, need))
+
+
+def _needed_access(actions, desired, login_user):
+    """(vhost, permission, what is missing) where the set's own permission for the login user is too narrow."""
+    for a in actions:
+        if a.kind not in ('exchanges', 'queues', 'bindings'):
+            continue
+        perm = desired['permissions'].get((a.key[0], login_user))
+        if perm is None:
+            continue
+        if a.kind == 'bindings':
+            obj = a.after or a.before
+            needs = [('write', obj['destination']), ('read', obj['source'])]
+        else:
+            needs = [('configure', a.key[1])]
+        for field, name in needs:
+            if regex_matches(perm[field], name) is False:
+                yield a.key[0], perm, "%s access to '%s' (to %s %s)" % (field, name, a.op, label(a.kind, a.key))
 
 
 def check_login_permissions(actions, current, desired, login_user):
@@ -604,7 +824,9 @@ def check_login_permissions(actions, current, desired, login_user):
     # RabbitMQ grants the user who creates a vhost through the API full permissions in it
     created = set(a.key[0] for a in actions if a.op == 'create' and a.kind == 'vhosts')
     # permissions are put before anything is deleted (see execute), and prune never removes the login user's
-    later = set(k[0] for k in current['permissions'] if k[1] == login_user) | set(k[0] for k in desired['permissions'] if k[1] == login_user)
+    later = set(k[0] for k in current['permissions'] if k[1] == login_user) | set(
+        a.key[0] for a in actions if a.kind == 'permissions' and a.key[1] == login_user and a.op != 'delete') | set(
+        k[0] for k in desired['permissions'] if k[1] == login_user)
     missing = set()
     for a in actions:
         if a.kind in ('exchanges', 'queues', 'bindings') and a.key[0] not in doomed:
@@ -618,19 +840,74 @@ def check_login_permissions(actions, current, desired, login_user):
             % (login_user, 's' if len(missing) > 1 else '', ', '.join("'%s'" % v for v in sorted(missing)), login_user))
 
 
+def check_prune(actions, current, params, prune_vhosts):
+    """Refuse a prune that deletes more than prune_max_deletions objects or prune_max_percent of them."""
+    deletions = [a for a in actions if a.op == 'delete']
+    in_scope = sum(1 for kind in BY_KEY.values() for key in current[kind.key]
+                   if prune_vhosts is None or (kind.in_vhost and key[0] in prune_vhosts))
+    limit, percent = params.get('prune_max_deletions'), params.get('prune_max_percent')
+    share = 100.0 * len(deletions) / in_scope if in_scope else 0.0
+    over = []
+    if limit is not None and len(deletions) > limit:
+        over.append('%d deletions, more than prune_max_deletions=%d' % (len(deletions), limit))
+    if percent is not None and share > percent:
+        over.append('%.0f%% of the %d objects in scope, more than prune_max_percent=%s' % (share, in_scope, percent))
+    if over and not params.get('prune_force'):
+        raise DefinitionsError(
+            'refused to prune: %s. Planned deletions: %s. Fix: check the list; narrow it with prune_scope=vhosts '
+            '(only inside the vhosts the set names), or set prune_force=true to go ahead'
+            % ('; '.join(over), '; '.join(a.describe() for a in deletions)),
+            deletions=[a.describe() for a in deletions])
+
+
 def _plan_result(actions, diff):
     summary = dict((op, sum(1 for a in actions if a.op == op)) for op in ('create', 'update', 'delete'))
-    result = dict(changed=bool(actions), changes=[a.describe() for a in actions], summary=summary)
+    result = dict(changed=bool(actions), changes=[a.describe() for a in actions], summary=summary,
+                  deletions=[a.describe() for a in actions if a.op == 'delete'])
     if diff:
         result['diff'] = build_diff(actions)
     return result
 
 
+def _not_found_message(client, action, error):
+    """Name the object a 404 is about: the vhost, or a binding's exchange or queue."""
+    vhost = action.key[0]
+    if BY_KEY[action.kind].in_vhost and not client.vhost_exists(vhost):
+        return "vhost '%s' does not exist" % vhost
+    if action.kind == 'bindings':
+        b = action.after or action.before
+        dkind = 'queues' if b['destination_type'] == 'queue' else 'exchanges'
+        for what, name in (('exchanges', b['source']), (dkind, b['destination'])):
+            if client.get(api_path(what, vhost, name), missing_ok=True, vhost=vhost) is None:
+                return "%s '%s' does not exist in vhost '%s'" % (BY_KEY[what].singular, name, vhost)
+    return str(error)
+
+
 def do_present(module, client):
     doc, current, actions = prepare(module, client, module.params['prune'])
     result = _plan_result(actions, module._diff)
-    if actions and not module.check_mode:
-        execute(client, actions, current)
+    if not actions or module.check_mode:
+        return result
+    journal = Journal(current, module.params['login_user'])
+    race_vhosts = set(k[0] for k in model(doc, desired=True)['vhosts'])
+    try:
+        execute(client, actions, current, journal, race_vhosts)
+    except RabbitMQAPIError as e:
+        failed_action = journal.entries[-1]
+        reason = _not_found_message(client, failed_action, e) if e.status == 404 else str(e)
+        undone, leftovers = journal.undo(client)
+        rollback = dict(attempted=len(journal.entries), undone=undone, failed=leftovers,
+                        complete=not leftovers)
+        if leftovers:
+            state = ('the rollback did NOT restore everything; still changed: %s'
+                     % '; '.join('%s: %s (%s)' % (f['object'], f['left'], f['error']) for f in leftovers))
+        else:
+            state = 'all %d write%s of this run were rolled back; the cluster is as before' % (
+                len(journal.entries), '' if len(journal.entries) == 1 else 's')
+        raise DefinitionsError('RabbitMQ refused to %s: %s. %s'
+                               % (failed_action.describe(), reason, state),
+                               changed=bool(leftovers), status=e.status, rollback=rollback,
+                               changes=result['changes'], summary=result['summary'])
     return result
 
 
@@ -718,6 +995,10 @@ def main():
         src=dict(type='path'),
         definitions=dict(type='dict'),
         prune=dict(type='bool', default=False),
+        prune_scope=dict(type='str', default='cluster', choices=['cluster', 'vhosts']),
+        prune_max_deletions=dict(type='int', default=50),
+        prune_max_percent=dict(type='float', default=50.0),
+        prune_force=dict(type='bool', default=False),
         dest=dict(type='path'),
         strip_metadata=dict(type='bool', default=False),
         safety_export=dict(type='path'),

@@ -16,6 +16,11 @@ description:
   - Values are normalised before they are compared and sent, so C("10") versus C(10), C("true")
     versus C(true) and a different key order never show as a change. Keys whose values are
     strings by nature (for example C(dead-letter-routing-key), C(overflow), C(max-age)) stay strings.
+  - The pattern and the definition are checked before anything is sent - the pattern as a
+    regular expression, every key against the policy keys RabbitMQ 4.x accepts, every value
+    against its type and range (for example C(max-length) a whole number of at least 0,
+    C(overflow) one of C(drop-head), C(reject-publish), C(reject-publish-dlx)). The message names
+    the key and what to write instead. The same checks run in M(warren.rabbitmq.definitions).
   - Supports check mode and diff mode.
 version_added: 0.1.0
 author:
@@ -141,7 +146,11 @@ from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_api impor
     api_path,
     run_module,
 )
-from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_values import normalise_policy
+from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_checks import (
+    policy_definition_problems,
+    regex_problem,
+)
+from ansible_collections.warren.rabbitmq.plugins.module_utils.rabbitmq_values import normalise_mapping, normalise_policy
 
 
 def _comparable(raw):
@@ -161,6 +170,13 @@ def run(module, client):
             module.fail_json(msg="pattern is required when state=present (policy '%s' in vhost '%s')" % (name, vhost))
         if not p['definition']:
             module.fail_json(msg="definition must be a non-empty dict when state=present (policy '%s')" % name)
+        problems = policy_definition_problems(normalise_mapping(p['definition']))
+        pattern_problem = regex_problem(p['pattern'])
+        if pattern_problem:
+            problems.insert(0, 'pattern %s' % pattern_problem)
+        if problems:
+            module.fail_json(msg="%s '%s' in vhost '%s': %s. RabbitMQ 4.x would reject it; fix the pattern, key or "
+                             "value" % (kind.replace('_', ' '), name, vhost, '; '.join(problems)))
 
     if not client.vhost_exists(vhost):
         if p['state'] == 'absent':  # no vhost, no policy: nothing to delete

@@ -80,6 +80,8 @@ class FakeRabbit:
                                             'read': '.*'}
         self.calls = []       # (method, path as sent - still percent-encoded, body) of every request
         self.failures = []    # queued (status or 'refused') answers for the next requests
+        self.write_failures = {}  # {n: status}: the n-th write (non-GET request) from now fails
+        self.write_count = 0
         self.acting_user = None
 
     # -- helpers for tests ---------------------------------------------------------------------
@@ -95,6 +97,10 @@ class FakeRabbit:
         self.queues[(vhost, name)] = {'name': name, 'vhost': vhost, 'durable': True, 'auto_delete': False,
                                       'arguments': args, 'type': args['x-queue-type'], 'leader': leader,
                                       'members': members, 'online': online if online is not None else members}
+
+    def fail_write(self, n, status=500, reason='injected failure'):
+        """Make the n-th write (counted from now, 1-based) fail with ``status``."""
+        self.write_failures[self.write_count + n] = (status, reason)
 
     def writes(self):
         """The requests that change something, as (method, encoded path) pairs."""
@@ -113,6 +119,12 @@ class FakeRabbit:
                 raise URLError(ConnectionRefusedError(111, 'Connection refused'))
             raise HTTPError(url, failure, 'error', {}, io.BytesIO(
                 json.dumps({'error': 'unavailable', 'reason': 'node is booting'}).encode()))
+        if method != 'GET':
+            self.write_count += 1
+            if self.write_count in self.write_failures:
+                status, reason = self.write_failures.pop(self.write_count)
+                raise HTTPError(url, status, 'error', {}, io.BytesIO(
+                    json.dumps({'error': 'injected', 'reason': reason}).encode()))
         if self.logins.get(url_username) != url_password:
             raise HTTPError(url, 401, 'Unauthorized', {}, io.BytesIO(
                 b'{"error":"not_authorized","reason":"Not_Authorized"}'))
@@ -376,6 +388,11 @@ class FakeRabbit:
         mine = [b for b in self.bindings
                 if (b['vhost'], b['source'], b['destination_type'], b['destination']) == (vhost, source, dtype, dest)]
         if method == 'POST':
+            # RabbitMQ answers 404 when the source exchange or the destination does not exist
+            if not (source.startswith('amq.') or (vhost, source) in self.exchanges):
+                raise _not_found()
+            if (vhost, dest) not in (self.queues if dtype == 'queue' else self.exchanges):
+                raise _not_found()
             b = {'vhost': vhost, 'source': source, 'destination': dest, 'destination_type': dtype,
                  'routing_key': body.get('routing_key', ''), 'arguments': body.get('arguments', {})}
             if b not in self.bindings:

@@ -1,5 +1,7 @@
 """warren.rabbitmq.policy against the fake management API."""
 
+import fake_rabbit
+import pytest
 from fake_rabbit import API, rabbit  # noqa: F401  (fixture)
 from utils import run_fail, run_ok
 
@@ -113,9 +115,26 @@ def test_bad_apply_to(rabbit):
     assert 'apply_to' in res['msg'] and rabbit.calls == []
 
 
-def test_rabbitmq_reason_passed_through(rabbit):
-    res = run_fail(policy.main, args(definition={'max-length': 'abc'}))
-    assert '<<"abc">> is not a valid maximum length' in res['msg']
+def test_rabbitmq_reason_passed_through(rabbit, monkeypatch):
+    # a rejection only the server knows about (the local checks pass) keeps RabbitMQ's own words
+    def refuse(method, seg, body):
+        raise fake_rabbit._Error(400, 'bad_request', 'Validation failed\n\n&lt;&lt;"abc"&gt;&gt; is not valid\n')
+    monkeypatch.setattr(rabbit, 'r_policies', refuse)
+    res = run_fail(policy.main, args(definition={'max-length': 5}))
+    assert '<<"abc">> is not valid' in res['msg']
+
+
+@pytest.mark.parametrize('definition,pattern,message', [
+    ({'max-length': 'abc'}, '.*', 'max-length must be an integer'),
+    ({'max-lenght': 10}, '.*', "unknown key 'max-lenght' - did you mean 'max-length'?"),
+    ({'overflow': 'lots'}, '.*', 'overflow must be one of drop-head, reject-publish, reject-publish-dlx'),
+    ({'ha-mode': 'all'}, '.*', 'classic queue mirroring was removed in RabbitMQ 4.0'),
+    ({'max-length': 10}, '^orders.(', 'pattern is not a valid regular expression'),
+])
+def test_bad_policy_refused_before_any_write(rabbit, definition, pattern, message):
+    res = run_fail(policy.main, args(definition=definition, pattern=pattern))
+    assert message in res['msg'], res['msg']
+    assert rabbit.writes() == []
 
 
 def test_wrong_password(rabbit):
