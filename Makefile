@@ -113,3 +113,11 @@ bench-converge: deps venv collection image  ## time a cold and a warm `make lab`
 
 clean:  ## remove build output (not the lab, not the venv)
 	rm -rf .build/dist .build/collections
+
+.PHONY: dr-drill
+dr-drill: venv collection image  ## DR drill in the lab: destroy every broker, recreate blank, dr-restore.yml, print the RTO
+	@playbooks/dr/drill-total-loss.sh
+
+.PHONY: bench-load
+bench-load: venv collection  ## load benchmark on the lab (under the lab lock): knee, quorum/classic ratio, generator cost; writes JSON
+	@flock /tmp/warren-lab.lock $(BIN)/python bench/bench_load.py
