@@ -390,7 +390,7 @@ class Prober:
         return str(self.conn.node) if self.conn.node is not None else None
 
     def probe(self):
-        cfg, conn = self.cfg, self.conn
+        conn = self.conn
         if not conn.is_open:
             self.consumer = None
             try:
