@@ -90,12 +90,14 @@ def hist_stats(hist):
 def judge_step(step, slo_p99_ms, min_ratio, lag_bound_ms):
     """Add valid/meets_slo/reasons to a merged step dict and return it."""
     reasons = []
-    lag_p99 = (step.get("schedule_lag_ms") or {}).get("p99")
+    # The generator's own lag (ready to send, window open, connection up, but too busy): the
+    # engine's invalid-step rule. schedule_lag_ms (stalls included) is reported beside it.
+    lag_p99 = (step.get("generator_lag_ms") or {}).get("p99")
     valid = client_module("schedule").step_valid(lag_p99, lag_bound_ms)
     if lag_p99 is None:
         reasons.append("no schedule-lag data: cannot tell the generator kept up")
     elif not valid:
-        reasons.append("INVALID: generator schedule lag p99 %.3f ms > %.3f ms (the generator "
+        reasons.append("INVALID: generator lag p99 %.3f ms > %.3f ms (the generator "
                        "was the limit)" % (lag_p99, lag_bound_ms))
     target = step.get("target_rate") or 0.0
     achieved = step.get("achieved_rate") or 0.0
@@ -216,28 +218,43 @@ def _read_json(path):
         raise ReportError("%s: %s" % (path, exc)) from exc
 
 
-def summarise_run(run_name, host_dirs, run_meta, rules, prom=None, checker=None):
+def summarise_run(run_name, host_dirs, run_meta, rules, prom=None, checker=None, cores=None):
     """Merge the hosts of one run step by step, judge every step, find the knee."""
-    per_host = [read_engine_summary(d) for d in host_dirs]
+    cores = cores or {}
+    per_host = [read_engine_summary(d, cores.get(os.path.basename(d))) for d in host_dirs]
     steps = merge_steps(per_host)
     for step in steps:
         judge_step(step, rules["slo_p99_ms"], rules["min_achieved_ratio"], rules["lag_bound_ms"])
         if prom:
             step["resources"] = step_resources(prom, step["start"], step["end"])
             step["use"] = saturation(step["resources"], {
-                "lag_p99_ms": (step.get("schedule_lag_ms") or {}).get("p99"),
+                "lag_p99_ms": (step.get("generator_lag_ms") or {}).get("p99"),
                 "lag_bound_ms": rules["lag_bound_ms"],
                 "cpu_cores": step.get("generator_cpu_cores"),
                 "cores_available": step.get("generator_cores_available")})
     knee = find_knee(steps)
     out = {"name": run_name, "params": run_meta.get("params", {}), "hosts": [
-        os.path.basename(d) for d in host_dirs], "steps": steps, "knee": knee}
+        os.path.basename(d) for d in host_dirs], "steps": steps, "knee": knee,
+        "client_events": {key: sum(len(h.get(key) or []) if isinstance(h.get(key), list)
+                                   else h.get(key) or 0 for h in per_host)
+                          for key in ("failovers", "blocked_events", "errors", "interrupted")}}
     if checker is not None:
         try:
             out["correctness"] = checker.check(host_dirs)
         except Exception as exc:  # noqa: BLE001 - reported in the report, never hidden
             out["correctness"] = {"error": str(exc)}
     out["generator"] = generator_ceiling(steps)
+    fault_path = os.path.join(os.path.dirname(host_dirs[0]), "fault.json")
+    out["fault"] = _read_json(fault_path) if os.path.exists(fault_path) else None
+    if any(os.path.isdir(os.path.join(d, "locust")) for d in host_dirs):
+        client_module("checker")  # puts the client package on sys.path for the module below
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import loadtest_sidebyside  # noqa: PLC0415 - next to this file
+        side = loadtest_sidebyside.compare(host_dirs, out["fault"],
+                                           run_meta.get("stall_window_seconds", 30))
+        if side:
+            out["_sidebyside_series"] = side.pop("_series")
+            out["sidebyside"] = side
     return out
 
 
@@ -249,48 +266,58 @@ def generator_ceiling(steps):
             "steps_measured": len(per_core)}
 
 
-# The engine adapter: read_engine_summary() turns one host's --out folder into
-# {"steps": [{index, target_rate, start, end, duration, published, confirmed, nacked,
-#             indeterminate, delivered, hist: {name: [blob, ...]}, cpu_seconds, cores}]}
-# and merge_steps() adds the hosts together.
-HIST_NAMES = {"confirm_latency_ms": "confirm", "confirm_from_sent_ms": "confirm_sent",
-              "end_to_end_ms": "e2e", "schedule_lag_ms": "lag"}
+# The engine adapter: warren_amqp.traffic writes summary.json per load host (format
+# warren-traffic-summary/1): steps with target_rate, start/end, counts, cpu_seconds, validity
+# and the step's HdrHistograms merged over that host's processes (encode() strings). Here the
+# hosts are added together: counts add up, histograms merge, percentiles are read last.
+HIST_NAMES = {"confirm_latency_ms": "confirm_from_intended",
+              "confirm_from_sent_ms": "confirm_from_sent",
+              "end_to_end_ms": "end_to_end",
+              "schedule_lag_ms": "schedule_lag",
+              "generator_lag_ms": "generator_lag"}
+SUMMARY_FORMAT = "warren-traffic-summary/1"
 
 
-def read_engine_summary(host_dir):
+def read_engine_summary(host_dir, cores=None):
     path = os.path.join(host_dir, "summary.json")
     if not os.path.exists(path):
         raise ReportError("%s: no summary.json (did the generator run and finish?)" % host_dir)
-    doc = _read_json(path)
-    return engine_summary_to_steps(doc, host_dir)
+    return engine_summary_to_steps(_read_json(path), path, cores)
 
 
-def engine_summary_to_steps(doc, where="summary.json"):
-    """Adapter for warren_amqp.traffic's summary.json (see the traffic engine's docs)."""
+def engine_summary_to_steps(doc, where="summary.json", cores=None):
+    """One host's summary.json -> {"steps": [...], "failovers", "blocked_events", ...}; the
+    warm-up step is left out."""
+    if doc.get("format") != SUMMARY_FORMAT:
+        raise ReportError("%s: not a %s document" % (where, SUMMARY_FORMAT))
     steps = []
-    for i, st in enumerate(doc.get("steps", [])):
-        hist = {}
-        for key, name in HIST_NAMES.items():
-            blobs = (st.get("histograms") or {}).get(name)
-            if isinstance(blobs, str):
-                blobs = [blobs]
-            hist[key] = list(blobs or [])
+    for st in doc.get("steps", []):
+        if st.get("warmup"):
+            continue
+        counts = st.get("counts") or {}
+        blobs = st.get("histograms") or {}
         steps.append({
-            "index": st.get("index", i),
+            "index": int(st["index"]), "name": st.get("name"),
             "target_rate": float(st["target_rate"]),
             "start": float(st["start"]), "end": float(st["end"]),
-            "published": int(st.get("published", 0)),
-            "confirmed": int(st.get("confirmed", 0)),
-            "nacked": int(st.get("nacked", 0)),
-            "indeterminate": int(st.get("indeterminate", 0)),
-            "delivered": int(st.get("delivered", 0)),
+            "published": int(counts.get("sent", 0)),
+            "confirmed": int(counts.get("confirmed", 0)),
+            "nacked": int(counts.get("nacked", 0)),
+            "indeterminate": int(counts.get("indeterminate", 0)),
+            "delivered": int(counts.get("delivered", 0)),
             "cpu_seconds": float(st.get("cpu_seconds", 0.0)),
-            "cores": int(doc.get("cores", st.get("cores", 0)) or 0),
-            "hist": hist,
+            "cores": int(cores or 0),
+            "hist": {key: [blobs[name]] if blobs.get(name) else []
+                     for key, name in HIST_NAMES.items()},
         })
     if not steps:
-        raise ReportError("%s: no steps in summary.json" % where)
-    return {"steps": steps}
+        raise ReportError("%s: no measured steps (only a warm-up?)" % where)
+    return {"steps": steps, "host": doc.get("host"), "run_id": doc.get("run_id"),
+            "failovers": len(doc.get("failovers") or []),
+            "blocked_events": len(doc.get("blocked_events") or []),
+            "errors": list(doc.get("errors") or []),
+            "interrupted": list(doc.get("interrupted") or []),
+            "config": doc.get("config") or {}}
 
 
 def merge_steps(per_host):
@@ -385,10 +412,13 @@ def plot_latency(report, path, metric="confirm_latency_ms"):
 
 def plot_resources(report, prom, path):
     plt = _plt()
-    panels = [("broker_cpu_cores", "RabbitMQ CPU (cores)", 1.0),
-              ("broker_memory_bytes", "RabbitMQ memory (MiB)", 1 / 2**20),
-              ("disk_write_bytes", "disk writes (MiB/s, machine)", 1 / 2**20),
-              ("broker_fsync_rate", "RabbitMQ fsyncs/s", 1.0)]
+    # rabbitmq_io_sync_* do not count the Raft WAL's fsyncs (quorum queues), so the disk is
+    # shown as bytes written and the WAL as Raft entries written per second.
+    panels = [("broker_cpu_cores", "RabbitMQ CPU\n(cores)", 1.0),
+              ("cpu_pressure", "CPU pressure\n(PSI some, share)", 1.0),
+              ("broker_memory_bytes", "RabbitMQ memory\n(MiB)", 1 / 2**20),
+              ("disk_write_bytes", "disk writes\n(MiB/s, machine)", 1 / 2**20),
+              ("raft_wal_writes", "Raft log writes\n(entries/s)", 1.0)]
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.4 * len(panels)), sharex=True)
     t0 = prom["start"]
     for ax, (key, label, scale) in zip(axes, panels):
@@ -401,6 +431,8 @@ def plot_resources(report, prom, path):
             ax.text(0.01, 0.5, "query failed: %s" % entry["error"][:80], transform=ax.transAxes)
         ax.set_ylabel(label, fontsize=8)
         ax.grid(True, alpha=0.3)
+        if entry.get("series"):
+            ax.legend(fontsize=6, loc="upper left", ncol=4)
         for run in report["runs"]:
             for s in run["steps"]:
                 ax.axvspan(s["start"] - t0, s["end"] - t0, alpha=0.08,
@@ -410,7 +442,6 @@ def plot_resources(report, prom, path):
             axes[0].text(s["start"] - t0, axes[0].get_ylim()[1],
                          ("%s: %g" % (run["name"], s["target_rate"])) if i == 0
                          else "%g" % s["target_rate"], fontsize=6, va="top")
-    axes[0].legend(fontsize=7, loc="upper left")
     axes[-1].set_xlabel("seconds since the run started (shaded: measured steps, green meets "
                         "the SLO, red does not; label: target msg/s)")
     fig.suptitle("Broker resources over the run")
@@ -431,7 +462,7 @@ def render_md(report):
              "> " + LAB_NOTE, "",
              "Command: `%s`" % r.get("command", ""), "",
              "Rules: SLO p99 confirm latency <= %g ms (from the intended send time), achieved >= "
-             "%g%% of target, step invalid when schedule lag p99 > %g ms. Histograms merged "
+             "%g%% of target, step invalid when the generator lag p99 > %g ms. Histograms merged "
              "across processes and hosts, never averaged."
              % (r["rules"]["slo_p99_ms"], 100 * r["rules"]["min_achieved_ratio"],
                 r["rules"]["lag_bound_ms"]), ""]
@@ -457,22 +488,33 @@ def render_md(report):
                                                        "; ".join(k["stopped_by"]["reasons"])))
         lines.append("")
         lines.append("| step | target | achieved | ratio | p50 | p90 | p99 | p99.9 | max | "
-                     "e2e p99 | lag p99 | gen CPU | verdict |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                     "e2e p99 | gen lag p99 | sched lag p99 | gen CPU | verdict |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for s in run["steps"]:
             c = s.get("confirm_latency_ms") or {}
-            lines.append("| %s | %g | %.1f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            lines.append("| %s | %g | %.1f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 s["index"], s["target_rate"], s["achieved_rate"],
                 _f(s.get("achieved_ratio") and 100 * s["achieved_ratio"], "%.2f%%"),
                 _f(c.get("p50"), "%.2f"), _f(c.get("p90"), "%.2f"), _f(c.get("p99"), "%.2f"),
                 _f(c.get("p99_9"), "%.2f"), _f(c.get("max"), "%.1f"),
                 _f((s.get("end_to_end_ms") or {}).get("p99"), "%.2f"),
+                _f((s.get("generator_lag_ms") or {}).get("p99"), "%.3f"),
                 _f((s.get("schedule_lag_ms") or {}).get("p99"), "%.3f"),
                 _f(s.get("generator_cpu_cores"), "%.2f"),
                 "ok" if s["meets_slo"] else ("INVALID" if not s["valid"] else "miss")))
         lines.append("")
         lines.append("Latencies in ms: confirm latency from the intended send time (open "
-                     "loop), end-to-end from intended send to delivery, generator schedule lag.")
+                     "loop), end-to-end from intended send to delivery; generator lag = late "
+                     "sends that were the generator's own fault (decides validity), schedule "
+                     "lag = every late send (broker back-pressure and stalls included); gen "
+                     "CPU = cores the generator used.")
+        ev = run.get("client_events") or {}
+        lines.append("")
+        lines.append("Client side: %d failover(s), %d connection.blocked/unblocked event(s) "
+                     "(the broker's flow control), %d error(s)%s." % (
+                         ev.get("failovers", 0), ev.get("blocked_events", 0),
+                         ev.get("errors", 0),
+                         ", INTERRUPTED" if ev.get("interrupted") else ""))
         lines.append("")
         corr = run.get("correctness") or {}
         if "counts" in corr:
@@ -494,6 +536,9 @@ def render_md(report):
         at = _use_step(run)
         if at and at.get("use"):
             lines += render_use(at)
+        if run.get("sidebyside"):
+            import loadtest_sidebyside  # noqa: PLC0415 - imported by summarise_run already
+            lines += loadtest_sidebyside.render_md(run["name"], run["sidebyside"])
     if r.get("comparisons"):
         lines += ["## Comparisons (same run, ratios)", "",
                   "| comparison | value |", "|---|---|"]
@@ -553,7 +598,8 @@ def build_report(results_dir, meta, prom=None, checker=None):
     run_meta = {r["name"]: r for r in meta.get("runs", [])}
     runs = []
     for name, host_dirs in load_runs(results_dir, lambda hosts: hosts).items():
-        runs.append(summarise_run(name, host_dirs, run_meta.get(name, {}), rules, prom, checker))
+        runs.append(summarise_run(name, host_dirs, run_meta.get(name, {}), rules, prom, checker,
+                                  meta.get("loadgen_cores")))
     if not runs:
         raise ReportError("%s: no generator results (<run>/<host>/summary.json)" % results_dir)
     order = [r["name"] for r in meta.get("runs", [])]
@@ -574,26 +620,51 @@ def build_report(results_dir, meta, prom=None, checker=None):
 
 
 def comparisons(runs, pairs):
-    """Ratios between runs of the same report: knee(a)/knee(b) and p99 at equal steps."""
+    """Ratios between runs of the same report (a / b): knees, best valid achieved rate, and,
+    at the first step both ran at the same target, achieved rate and p99 latencies."""
     by_name = {r["name"]: r for r in runs}
     out = {}
+
+    def ratio(x, y):
+        return (x / y) if x is not None and y else None
+
     for a, b in pairs:
         ra, rb = by_name.get(a), by_name.get(b)
         if not ra or not rb:
             continue
-        ka, kb = ra["knee"]["rate"], rb["knee"]["rate"]
-        out["knee %s / %s" % (a, b)] = (ka / kb) if ka and kb else None
+        tag = "%s / %s" % (a, b)
+        out["knee " + tag] = ratio(ra["knee"]["rate"], rb["knee"]["rate"])
         ma = max((s["achieved_rate"] for s in ra["steps"] if s["valid"]), default=None)
         mb = max((s["achieved_rate"] for s in rb["steps"] if s["valid"]), default=None)
-        out["max achieved %s / %s" % (a, b)] = (ma / mb) if ma and mb else None
+        out["best valid achieved " + tag] = ratio(ma, mb)
+        steps_b = {s["target_rate"]: s for s in rb["steps"]}
+        same = [(s, steps_b[s["target_rate"]]) for s in ra["steps"] if s["target_rate"] in steps_b]
+        if same:
+            sa, sb = same[0]
+            at = " at %g msg/s" % sa["target_rate"]
+            out["achieved " + tag + at] = ratio(sa["achieved_rate"], sb["achieved_rate"])
+            for key, label in (("confirm_latency_ms", "confirm p99"),
+                               ("end_to_end_ms", "end-to-end p99")):
+                out[label + " " + tag + at] = ratio((sa.get(key) or {}).get("p99"),
+                                                    (sb.get(key) or {}).get("p99"))
     return out
 
 
 def write_report(report, prom, out_dir):
     os.makedirs(out_dir, exist_ok=True)
+    series = {r["name"]: r.pop("_sidebyside_series") for r in report["runs"]
+              if "_sidebyside_series" in r}
     with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1, sort_keys=True)
         f.write("\n")
+    if series:
+        import loadtest_sidebyside  # noqa: PLC0415 - imported by summarise_run already
+        for run in report["runs"]:
+            if run["name"] in series:
+                side = dict(run["sidebyside"], _series=series[run["name"]])
+                loadtest_sidebyside.plot(side, os.path.join(
+                    out_dir, "sidebyside-%s.png" % run["name"]),
+                    "Run %s: the same publishes seen by both tools" % run["name"])
     plot_rates(report, os.path.join(out_dir, "rates.png"))
     plot_latency(report, os.path.join(out_dir, "latency.png"))
     if prom:

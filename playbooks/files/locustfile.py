@@ -74,22 +74,24 @@ class Recorder:
             self.file = open(os.path.join(RECORD_DIR, "locust-%s-%d.jsonl" % (RUN_ID, os.getpid())),
                              "a", encoding="utf-8", buffering=1)
 
-    def write(self, kind, start, ms, outcome, node):
+    def write(self, kind, start, ms, outcome, node, detail=""):
         if self.file:
-            self.file.write(json.dumps({"t": kind, "start": start, "ms": ms, "outcome": outcome,
-                                        "node": str(node)}) + "\n")
+            rec = {"t": kind, "start": start, "ms": ms, "outcome": outcome, "node": str(node)}
+            if detail:
+                rec["detail"] = detail
+            self.file.write(json.dumps(rec) + "\n")
 
 
 RECORDER = Recorder()
 
 
-def fire(user, name, start, ms, outcome, node, length=0):
+def fire(user, name, start, ms, outcome, node, length=0, detail=""):
     """Report one request to Locust (and to the record file)."""
-    exc = None if outcome == blocking.CONFIRMED or outcome == "delivered" else Exception(outcome)
+    exc = None if outcome in (blocking.CONFIRMED, "delivered") else Exception(outcome)
     user.environment.events.request.fire(
         request_type="amqp", name=name, response_time=ms, response_length=length,
         exception=exc, context={})
-    RECORDER.write(name, start, ms, outcome, node)
+    RECORDER.write(name, start, ms, outcome, node, detail)
 
 
 @events.test_start.add_listener
@@ -134,10 +136,10 @@ class Publisher(_AmqpUser):
         self.seq += 1
         start = time.time()
         props = pika.BasicProperties(delivery_mode=2, message_id="%s-%d-%d" % (
-            RUN_ID, id(self), self.seq), timestamp=int(start), headers={"sent": start})
+            RUN_ID, id(self), self.seq), timestamp=int(start), headers={"sent_us": int(start * 1e6)})
         result = self.publisher.publish("", QUEUE, self.body, props)
         fire(self, "publish-confirm", start, (time.time() - start) * 1000.0, result.outcome,
-             result.node, len(self.body))
+             result.node, len(self.body), result.detail)
 
 
 class Consumer(_AmqpUser):
@@ -159,9 +161,10 @@ class Consumer(_AmqpUser):
             return
         if delivery is None:
             return
-        sent = (delivery.properties.headers or {}).get("sent")
+        sent_us = (delivery.properties.headers or {}).get("sent_us")
         now = time.time()
         self.consumer.ack(delivery)
-        if sent is not None:
-            fire(self, "end-to-end", float(sent), (now - float(sent)) * 1000.0, "delivered",
-                 delivery.node, len(delivery.body))
+        if sent_us is not None:  # pika cannot send float headers: microseconds as an int
+            sent = sent_us / 1e6
+            fire(self, "end-to-end", sent, (now - sent) * 1000.0, "delivered", delivery.node,
+                 len(delivery.body))

@@ -69,7 +69,7 @@ def test_merge_steps_adds_counts_and_rates_of_hosts():
 # ----------------------------------------------------------------------------- step rules
 def step(rate, achieved, p99, lag_p99, index=1):
     return {"index": index, "target_rate": rate, "achieved_rate": achieved,
-            "confirm_latency_ms": {"p99": p99}, "schedule_lag_ms": {"p99": lag_p99}}
+            "confirm_latency_ms": {"p99": p99}, "generator_lag_ms": {"p99": lag_p99}}
 
 
 def test_step_meeting_everything():
@@ -171,21 +171,28 @@ def test_saturation_blames_the_generator_when_it_lagged():
 
 
 # ----------------------------------------------------------------------------- whole report
-def write_run(root, run, host, steps):
-    d = os.path.join(root, run, host)
-    os.makedirs(d)
-    with open(os.path.join(d, "engine-steps.json"), "w", encoding="utf-8") as f:
-        json.dump({"steps": steps}, f)
-    return d
+def engine_summary(host, steps, warmup=True):
+    """A warren-traffic-summary/1 document as warren_amqp.traffic writes it."""
+    out = []
+    if warmup:  # the warm-up: wildly slow, must be left out
+        out.append({"index": 0, "name": "warmup", "warmup": True, "target_rate": 50,
+                    "start": 990.0, "end": 1000.0, "counts": {"confirmed": 1},
+                    "cpu_seconds": 1.0, "histograms": {"confirm_from_intended":
+                                                       encoded([9000.0])}})
+    for st in steps:
+        out.append({"index": st["index"], "name": "step%d" % st["index"], "warmup": False,
+                    "target_rate": st["target_rate"], "start": st["start"], "end": st["end"],
+                    "counts": {"sent": st["published"], "confirmed": st["confirmed"],
+                               "delivered": st["delivered"]},
+                    "cpu_seconds": st["cpu_seconds"],
+                    "histograms": {name: st["hist"][key][0] for key, name in
+                                   rep.HIST_NAMES.items() if st["hist"].get(key)}})
+    return {"format": "warren-traffic-summary/1", "mode": "run", "host": host,
+            "run_id": "r-" + host, "steps": out, "failovers": [{"t": "failover"}],
+            "blocked_events": [], "errors": [], "interrupted": []}
 
 
-def fake_reader(host_dir):
-    with open(os.path.join(host_dir, "engine-steps.json"), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def synthetic(tmp_path, monkeypatch):
-    monkeypatch.setattr(rep, "read_engine_summary", fake_reader)
+def synthetic(tmp_path):
     results = tmp_path / "results"
     t = 1000.0
     for run, slow_at in (("knee-quorum", 300), ("knee-classic", 10_000)):
@@ -193,23 +200,31 @@ def synthetic(tmp_path, monkeypatch):
             steps = []
             for i, rate in enumerate((100, 200, 300), 1):
                 lat = [80.0] * 100 if rate >= slow_at else [3.0] * 100
-                steps.append(engine_step(i, rate / 2, t + 10 * i, 10, rate * 5, lat, [0.3] * 50))
-            write_run(str(results), run, host, steps)
+                st = engine_step(i, rate / 2, t + 10 * i, 10, rate * 5, lat, [0.3] * 50)
+                st["hist"]["generator_lag_ms"] = st["hist"]["schedule_lag_ms"]
+                steps.append(st)
+            d = results / run / host
+            d.mkdir(parents=True)
+            (d / "summary.json").write_text(json.dumps(engine_summary(host, steps)))
     meta = {"profile": "knee", "started_utc": "20261203T084000Z", "command": "ansible-playbook",
             "slo_p99_ms": 50, "min_achieved_ratio": 0.99, "lag_bound_ms": 5,
+            "loadgen_cores": {"load1": 2, "load2": 2},
             "runs": [{"name": "knee-quorum", "params": {"queue_type": "quorum"}},
                      {"name": "knee-classic", "params": {"queue_type": "classic"}}],
             "compare": [["knee-quorum", "knee-classic"]]}
     return str(results), meta
 
 
-def test_build_report_end_to_end(tmp_path, monkeypatch):
-    results, meta = synthetic(tmp_path, monkeypatch)
+def test_build_report_end_to_end(tmp_path):
+    results, meta = synthetic(tmp_path)
     report = rep.build_report(results, meta, PROM, checker=None)
     quorum, classic = report["runs"]
     assert [quorum["name"], classic["name"]] == ["knee-quorum", "knee-classic"]
     assert quorum["knee"]["rate"] == 200 and quorum["knee"]["found"]
     assert classic["knee"]["rate"] == 300 and not classic["knee"]["found"]
+    assert [s["index"] for s in quorum["steps"]] == [1, 2, 3]  # warm-up left out
+    assert quorum["steps"][0]["confirm_latency_ms"]["max"] == pytest.approx(3.0, rel=1e-3)
+    assert quorum["client_events"]["failovers"] == 2
     assert report["comparisons"]["knee knee-quorum / knee-classic"] == pytest.approx(200 / 300)
     # 300 msg/s confirmed at the last valid step, 2 hosts x 0.5 cores of generator CPU
     assert quorum["generator"]["msg_per_s_per_core"] == pytest.approx(300 / 1.0, rel=1e-3)
@@ -224,6 +239,14 @@ def test_build_report_end_to_end(tmp_path, monkeypatch):
     for png in ("rates.png", "latency.png", "resources.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_summary_of_another_format_is_refused(tmp_path):
+    d = tmp_path / "results" / "run" / "load1"
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({"format": "something-else", "steps": []}))
+    with pytest.raises(rep.ReportError, match="not a warren-traffic-summary/1"):
+        rep.build_report(str(tmp_path / "results"), {"runs": []})
 
 
 def test_report_without_results_is_a_clear_error(tmp_path):
