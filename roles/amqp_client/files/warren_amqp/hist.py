@@ -6,10 +6,28 @@ Every process records into its own ``HdrHistogram`` (values in microseconds, 1 u
 processes and hosts before it reads a percentile. Percentiles are never averaged: the p99 of
 two processes is not the mean of their p99s.
 
-Library: the ``hdrhistogram`` PyPI package (``from hdrh.histogram import HdrHistogram``).
+Library: the ``hdrhistogram`` PyPI package (``from hdrh.histogram import HdrHistogram``). On a
+load host it lives in the virtualenv of the ``warren.rabbitmq.loadgen`` role (the
+``warren-traffic`` command uses that virtualenv's Python); a plain ``python3 -m
+warren_amqp.traffic`` with ``PYTHONPATH`` set finds it there too (``WARREN_LOADGEN_VENV``,
+default ``/opt/warren/loadgen``), after the system's own packages.
 """
 
-from hdrh.histogram import HdrHistogram
+import glob
+import os
+import sys
+
+try:
+    from hdrh.histogram import HdrHistogram
+except ImportError:
+    _VENV = os.environ.get('WARREN_LOADGEN_VENV', '/opt/warren/loadgen')
+    _SITES = sorted(glob.glob(os.path.join(_VENV, 'lib', 'python%d.%d' % sys.version_info[:2],
+                                           'site-packages')))
+    if not _SITES:
+        raise ImportError('hdrhistogram is not installed: apply the warren.rabbitmq.loadgen role '
+                          '(it installs it into %s) or pip install hdrhistogram' % _VENV) from None
+    sys.path.extend(_SITES)
+    from hdrh.histogram import HdrHistogram
 
 LOWEST_US = 1
 HIGHEST_US = 3600 * 1000 * 1000
