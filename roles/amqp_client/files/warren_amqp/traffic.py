@@ -18,8 +18,8 @@ the files are written, ``summary.json`` says ``"stopped_by": ["SIGTERM"]`` and t
 bound on the whole run; a run killed at that bound exits 3.
 
 Publishers publish uniquely numbered messages (headers ``x-warren-run``, ``x-warren-pub``,
-``x-warren-seq``, ``x-warren-intended-us``, ``x-warren-sent-us`` (integer microseconds); ``message_id`` ``pub:seq``; a body
-of ``message_size`` bytes) with publisher confirms and at most ``confirm_window`` unconfirmed.
+``x-warren-seq``, ``x-warren-intended-us``, ``x-warren-sent-us`` (integer microseconds);
+``message_id`` ``pub:seq``; a body of ``message_size`` bytes) with publisher confirms and at most ``confirm_window`` unconfirmed.
 When the oldest unconfirmed message has waited ``confirm_deadline_seconds`` (and the broker has
 not blocked the connection for an alarm), or the connection drops, the publisher reconnects to
 the next node and republishes every unconfirmed message (duplicates allowed, counted by the
@@ -1069,9 +1069,14 @@ def merge_run(cfg, out_dir, tags, t0, mode='run'):
             with open(path, encoding='utf-8') as f:
                 procs.append(json.load(f))
     merged = hist.merge_step_dicts(p['histograms'] for p in procs)
+    # A run stopped early (SIGTERM) ends its schedule there: rates are over the time it ran.
+    ends = [p['meta'].get('publish_end') for p in procs if p['meta'].get('publish_end')]
+    stopped = min(ends) if ends else None
     steps = []
     for step in cfg.steps:
         key = str(step.index)
+        if stopped is not None and t0 + step.start >= stopped:
+            break                       # never reached
         counts = collections.Counter()
         cpu_s = 0.0
         for p in procs:
@@ -1079,6 +1084,8 @@ def merge_run(cfg, out_dir, tags, t0, mode='run'):
             cpu_s += p['cpu'].get(key, {}).get('cpu_seconds', 0.0)
         lat = {m: hist.summary(merged.get(key, {}).get(m) or hist.new()) for m in METRICS}
         secs = step.seconds
+        if stopped is not None and t0 + step.end > stopped:
+            secs = max(stopped - t0 - step.start, 1e-3)
         entry = {
             'index': step.index, 'name': step.name, 'warmup': step.warmup,
             'target_rate': step.rate, 'seconds': secs,
