@@ -1,4 +1,4 @@
-"""Open-loop schedules (warren_amqp.schedule): rates, step boundaries, lag, the invalid-step rule."""
+"""Open-loop schedules (warren_amqp.schedule): rates, step boundaries, lag, invalid steps."""
 
 import os
 import sys
