@@ -23,8 +23,9 @@ Publishers publish uniquely numbered messages (headers ``x-warren-run``, ``x-war
 most ``confirm_window`` unconfirmed. When the oldest unconfirmed message has waited
 ``confirm_deadline_seconds`` (and the broker has not blocked the connection for an alarm), or
 the connection drops, the publisher reconnects to the next node and republishes every
-unconfirmed message (duplicates allowed, counted by the checker). A nack is retried after ``nack_retry_seconds``. Consumers use manual acks and
-``prefetch``, and reconnect to the next node when their connection drops.
+unconfirmed message (duplicates allowed, counted by the checker). A nack is retried after
+``nack_retry_seconds``. Consumers use manual acks and ``prefetch``, and reconnect to the next
+node when their connection drops.
 
 Config keys (JSON object; unknown keys are errors, every error is reported before any traffic):
 
