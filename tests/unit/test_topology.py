@@ -287,10 +287,6 @@ def test_no_other_role_restates_a_rabbitmq_default(role):
                 for lineno, line in enumerate(open(path, encoding="utf-8"), 1):
                     if pattern.search(line):
                         offenders.append("%s:%d: %s" % (os.path.relpath(path, ROOT), lineno, line.strip()))
-    if offenders and role == "canary":
-        # roles/canary belongs to the AMQP client work (issue 7, section 2), which moves it
-        # onto the brokers filter; until then this is expected.
-        pytest.xfail("roles/canary still restates rabbitmq defaults:\n" + "\n".join(offenders))
     assert offenders == []
 
 
