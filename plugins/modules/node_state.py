@@ -26,7 +26,7 @@ description:
   - Read-only; never reports a change.
 version_added: 0.2.0
 author:
-  - warren SRE team
+  - warren SRE team (@warren-sre)
 options:
   node:
     description: This host's Erlang node name, C(rabbit@<host>).
@@ -60,14 +60,17 @@ options:
     description: Seconds to wait for a running node to answer C(rabbitmqctl cluster_status).
     type: int
     default: 60
+extends_documentation_fragment:
+  - warren.rabbitmq.attributes
 attributes:
   check_mode:
     support: full
-    details: Read-only, runs the same in check mode.
   diff_mode:
     support: none
   platform:
+    support: full
     platforms: debian
+    details: A Debian host with systemd (dpkg-query, systemctl). Read-only, so there is nothing to diff.
 notes:
   - Needs C(dpkg-query) and C(systemctl); C(rabbitmqctl) only when the service runs.
 seealso:
