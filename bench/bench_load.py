@@ -16,6 +16,8 @@ the generator's own cost, from one run of the `knee` load-test profile.
 
 It is a benchmark that prints numbers, not a test: it fails only when the playbook fails.
 Extra arguments are passed to ansible-playbook (e.g. -e '{"loadtest_knee_rates": [50, 100]}').
+`--inventory PATH` (first argument) runs against another inventory than inventories/lab, e.g.
+the cluster of the `loadtest` Molecule scenario (docs/performance.md says when and why).
 """
 
 import datetime
@@ -117,7 +119,10 @@ def print_summary(s):
 def main(argv):
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
     load_before = loadavg()
-    args = [os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", "inventories/lab",
+    inventory = "inventories/lab"
+    if argv[:1] == ["--inventory"] and len(argv) > 1:
+        inventory, argv = argv[1], argv[2:]
+    args = [os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", inventory,
             "playbooks/loadtest.yml", "-e", "loadtest_profile=knee",
             "-e", json.dumps({"loadtest_steady_state_ignore_alerts": LAB_IGNORE})] + argv
     print("[bench-load] %s" % " ".join(args), flush=True)
