@@ -28,9 +28,13 @@ secs() { local d=$(( ($2 - $1) / 100000000 )); printf '%d.%d' $((d / 10)) $((d %
 say() { printf '[dr-drill] %s\n' "$*"; }
 play() { "$bin/ansible-playbook" -i inventories/lab "$@" >>"$log" 2>&1; }
 
-exec 9>/tmp/warren-lab.lock
-say "waiting for the lab lock"
-flock 9
+# The lock is held by flock(1) itself (--close: this script gets no descriptor of it). A
+# descriptor held by the script would be inherited by what it starts - podman's conmon for each
+# recreated container lives as long as the container - and hold the lab lock forever.
+if [ -z "${WARREN_DR_DRILL_LOCKED:-}" ]; then
+  say "waiting for the lab lock"
+  exec env WARREN_DR_DRILL_LOCKED=1 flock --close /tmp/warren-lab.lock "$0" "$@"
+fi
 say "lock held; log: $log"
 
 if [ "${DR_DRILL_BACKUP:-1}" = 1 ]; then
