@@ -3,19 +3,26 @@
 
 For every alert in roles/prometheus/files/rules/*.yml:
   * a `severity` label of page, ticket or info;
-  * `summary`, `description` and `runbook_url` annotations; summary or description names the
-    node/queue/host through $labels;
-  * runbook_url is exactly RUNBOOK_BASE + "<AlertName>.md", and docs/runbooks/<AlertName>.md
-    exists with the four sections an on-call needs;
+  * `summary`, `description`, `runbook_url` and `dashboard_url` annotations; summary or
+    description names the node/queue/host through $labels (the always-firing Watchdog has none);
+  * runbook_url is exactly RUNBOOK_BASE + "<AlertName>.md", RUNBOOK_BASE is galaxy.yml's
+    `documentation` + "/runbooks/" (the prometheus role swaps both bases for the site's own,
+    prometheus_runbook_url_base / prometheus_grafana_url), and dashboard_url starts with
+    GRAFANA_BASE + "/d/" and names a dashboard that tools/dashboards/build.py generates;
+  * docs/runbooks/<AlertName>.md exists with the four sections an on-call needs and links
+    its dashboard;
   * one row in docs/monitoring.md's alert table that links that runbook and states the same
     severity and `for:` as the rule;
   * an expression that keeps or groups by rabbitmq_cluster (self-monitoring of Prometheus is
     the one exception) and uses no Kubernetes labels;
-  * in tests/promtool/*_test.yml, at least one case where it fires and one where it is quiet.
+  * in tests/promtool/*_test.yml, at least one case where it fires and one where it is quiet
+    (the Watchdog only fires).
 Also: no runbook without an alert, no duplicate names, and every metric an expression reads
-exists in tests/promtool/fixtures/metric-names-4.0.5.txt (names taken from a live RabbitMQ
-4.0.5 node and node_exporter), except recording rules (must be defined here), the canary's
-warren_* metrics and Prometheus' own series (not produced by a broker host).
+exists in tests/unit/fixtures/metric-names-4.0.5.txt (the one metric-name fixture, shared with
+the dashboard tests; names taken from a live RabbitMQ 4.0.5 node and node_exporter), except
+recording rules (must be defined here), the canary's warren_* metrics, Prometheus' own series
+(not produced by a broker host) and the RabbitMQ 4.2 names read beside their 4.0.5 ones
+(RENAMED_IN_4_2).
 
 Exit status 0 when all hold, 1 otherwise. Needs PyYAML only.
 """
@@ -27,7 +34,13 @@ import sys
 
 import yaml
 
-RUNBOOK_BASE = "https://github.com/warren/rabbitmq/blob/main/docs/runbooks/"
+RUNBOOK_BASE = "https://example.invalid/warren/rabbitmq/docs/runbooks/"
+GRAFANA_BASE = "https://grafana.example.invalid"
+DASHBOARDS = {"warren-overview", "warren-queues", "warren-quorum", "warren-hosts", "warren-canary-slo"}
+ALWAYS_FIRING = {"Watchdog"}
+# RabbitMQ 4.2 renamed these (rabbitmq-server PR 13895: Ra counters from seshat); rules read the
+# new name beside the old one so a rename cannot silence them. Not in the 4.0.5 fixture.
+RENAMED_IN_4_2 = {"rabbitmq_detailed_raft_term": "rabbitmq_detailed_raft_term_total"}
 SEVERITIES = {"page", "ticket", "info"}
 RUNBOOK_SECTIONS = ("## What it means", "## Confirm", "## Mitigate", "## It is over when")
 # Rule groups whose alerts describe Prometheus itself: their series carry no rabbitmq_cluster.
@@ -75,7 +88,7 @@ def main():
     rules_dir = os.path.join(root, "roles/prometheus/files/rules")
     runbook_dir = os.path.join(root, "docs/runbooks")
     tests_dir = os.path.join(root, "tests/promtool")
-    fixture = os.path.join(tests_dir, "fixtures/metric-names-4.0.5.txt")
+    fixture = os.path.join(root, "tests/unit/fixtures/metric-names-4.0.5.txt")
     problems = []
 
     alerts, records, recording_exprs = {}, set(), {}
@@ -99,6 +112,11 @@ def main():
     with open(fixture, encoding="utf-8") as handle:
         known = {line.strip() for line in handle if line.strip() and not line.startswith("#")}
 
+    with open(os.path.join(root, "galaxy.yml"), encoding="utf-8") as handle:
+        documentation = (yaml.safe_load(handle) or {}).get("documentation", "")
+    if RUNBOOK_BASE != documentation.rstrip("/") + "/runbooks/":
+        problems.append(f"RUNBOOK_BASE {RUNBOOK_BASE} does not match galaxy.yml documentation {documentation!r} + /runbooks/")
+
     with open(os.path.join(root, "docs/monitoring.md"), encoding="utf-8") as handle:
         monitoring = handle.read()
 
@@ -108,14 +126,17 @@ def main():
         notes = rule.get("annotations") or {}
         if labels.get("severity") not in SEVERITIES:
             problems.append(f"{where}: severity label must be one of {sorted(SEVERITIES)}, is {labels.get('severity')!r}")
-        for key in ("summary", "description", "runbook_url"):
+        for key in ("summary", "description", "runbook_url", "dashboard_url"):
             if not str(notes.get(key, "")).strip():
                 problems.append(f"{where}: annotation {key} missing or empty")
-        if "$labels." not in str(notes.get("summary", "")) + str(notes.get("description", "")):
+        if name not in ALWAYS_FIRING and "$labels." not in str(notes.get("summary", "")) + str(notes.get("description", "")):
             problems.append(f"{where}: summary/description name nothing through $labels")
         expected_url = f"{RUNBOOK_BASE}{name}.md"
         if notes.get("runbook_url") != expected_url:
             problems.append(f"{where}: runbook_url must be {expected_url}, is {notes.get('runbook_url')!r}")
+        dashboard = re.match(re.escape(GRAFANA_BASE) + r"/d/([\w-]+)", str(notes.get("dashboard_url", "")))
+        if not dashboard or dashboard.group(1) not in DASHBOARDS:
+            problems.append(f"{where}: dashboard_url must be {GRAFANA_BASE}/d/<one of {sorted(DASHBOARDS)}>")
         runbook = os.path.join(runbook_dir, f"{name}.md")
         if not os.path.isfile(runbook):
             problems.append(f"{where}: docs/runbooks/{name}.md does not exist")
@@ -127,6 +148,8 @@ def main():
             for section in RUNBOOK_SECTIONS:
                 if f"\n{section}\n" not in body:
                     problems.append(f"docs/runbooks/{name}.md: section '{section}' missing")
+            if dashboard and f"/d/{dashboard.group(1)}" not in body:
+                problems.append(f"docs/runbooks/{name}.md: does not link its dashboard {dashboard.group(1)}")
         rows = [line for line in monitoring.splitlines() if line.startswith(f"| {name} |")]
         if len(rows) != 1 or f"[{name}](runbooks/{name}.md)" not in rows[0]:
             problems.append(f"{where}: needs one row in docs/monitoring.md linking [{name}](runbooks/{name}.md)")
@@ -150,6 +173,8 @@ def main():
                     problems.append(f"{where}: reads recording rule {metric}, which no rule file defines")
             elif metric in UNLISTED_NAMES or metric.startswith(UNLISTED_PREFIXES):
                 continue
+            elif RENAMED_IN_4_2.get(metric) in known and RENAMED_IN_4_2[metric] in expr:
+                continue
             elif metric not in known:
                 problems.append(f"{where}: reads {metric}, not exposed by RabbitMQ 4.0.5/node_exporter (fixture)")
 
@@ -169,6 +194,10 @@ def main():
             for case in group.get("alert_rule_test", []) or []:
                 (fires if case.get("exp_alerts") else quiet).add(case["alertname"])
     for name in sorted(alerts):
+        if name in ALWAYS_FIRING:
+            if name in quiet or name not in fires:
+                problems.append(f"{name}: always fires; its tests must expect it firing only")
+            continue
         if name not in fires:
             problems.append(f"{name}: no promtool test case where it fires")
         if name not in quiet:

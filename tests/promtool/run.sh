@@ -4,7 +4,10 @@
 #      installed: installing the package would start a Prometheus server on this machine);
 #   2. promtool check rules on every rule file;
 #   3. promtool test rules on every unit test file;
-#   4. check_runbooks.py: labels, annotations, runbook files, metric names.
+#   4. check_runbooks.py: labels, annotations, runbook files, metric names;
+#   5. mutate.py: every rule mutation listed in mutations.yml must make a test fail (skipped
+#      when an earlier step failed: a failing suite "kills" every mutation). SKIP_MUTATIONS=1
+#      skips it for a quick run.
 # Set PROMTOOL=/path/to/promtool to use another binary. Exits non-zero if anything fails.
 set -uo pipefail
 
@@ -95,10 +98,29 @@ echo "[promtool] contract checks"
 SHOW_LAST_LINE=1 step "check_runbooks.py (labels, annotations, runbooks, tests, metric names)" \
   "$python" "$here/check_runbooks.py" --root "$root"
 
+mutation_score="not run"
+if ((failed == 0)) && [[ -z "${SKIP_MUTATIONS:-}" ]]; then
+  echo "[promtool] mutation testing (tests/promtool/mutations.yml)"
+  mutate_out="$(mktemp)"
+  if "$python" "$here/mutate.py" --promtool "$promtool" >"$mutate_out" 2>&1; then
+    passed=$((passed + 1))
+    printf '  ok    mutate.py (every listed mutation killed)\n'
+  else
+    failed=$((failed + 1))
+    failures+=("mutate.py")
+    printf '  FAIL  mutate.py\n'
+    grep -E '^  (SURVIVED|STALE)|^(survived|stale):' "$mutate_out" | sed 's/^/        /'
+  fi
+  mutation_score="$(grep '^mutation score:' "$mutate_out" || echo 'mutation score: (no result)')"
+  echo "        $mutation_score"
+  rm -f "$mutate_out"
+fi
+
 echo
 echo "[promtool] ${#rule_files[@]} rule files; ${#test_files[@]} test files with $groups test groups and $cases evaluations"
 for f in "${failures[@]}"; do
   echo "[promtool] failed: $f"
 done
+echo "[promtool] $mutation_score   (tests/promtool/mutate.py; list: tests/promtool/mutations.yml)"
 echo "promtool: $passed passed, $failed failed"
 ((failed == 0))
