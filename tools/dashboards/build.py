@@ -49,7 +49,8 @@ class Panel:
 
     def __init__(self, kind, title, description, targets, unit="short", width=12, height=8,
                  minimum=None, maximum=None, thresholds=None, stack=False, decimals=None,
-                 empty_reason=None, options=None, transformations=None, overrides=None):
+                 empty_reason=None, options=None, transformations=None, overrides=None,
+                 base="green"):
         assert description and description.strip(), title
         self.kind, self.title, self.description = kind, title, " ".join(description.split())
         self.targets = [t if isinstance(t, dict) else target(t) for t in targets]
@@ -58,9 +59,10 @@ class Panel:
         self.stack, self.decimals, self.empty_reason = stack, decimals, empty_reason
         self.options, self.transformations = options, transformations
         self.overrides = overrides or []
+        self.base = base  # colour below the first threshold: "red" where low values are bad
 
     def render(self, panel_id, x, y):
-        steps = [{"color": "green", "value": None}]
+        steps = [{"color": self.base, "value": None}]
         for value, color in self.thresholds or []:
             steps.append({"color": color, "value": value})
         defaults = {"unit": self.unit, "thresholds": {"mode": "absolute", "steps": steps},
@@ -263,9 +265,13 @@ def overview():
                       target("sum(%s)" % m("rabbitmq_alarms_file_descriptor_limit", RMQ), "fds")],
                      thresholds=[(1, "red")], decimals=0),
                 stat("Queues",
-                     "Queues declared in the cluster (all vhosts, all types), as the nodes "
-                     "report it.",
-                     [target("max(%s)" % m("rabbitmq_queues", RMQ))], decimals=0),
+                     "Queues in the cluster (all vhosts, all types). Each node reports only the "
+                     "queues it hosts (a quorum queue on its leader), so this is the sum over "
+                     "every node of the cluster, whatever the node selection.",
+                     [target("sum(%s)" % m("rabbitmq_queues", RMQ_ALL))], decimals=0),
+                stat("Publishers",
+                     "Publishing channels and links on the selected nodes.",
+                     [target("sum(%s)" % m("rabbitmq_global_publishers", RMQ))], decimals=0),
                 table("Nodes",
                       "Each broker node with its RabbitMQ and Erlang versions and uptime. Mixed "
                       "versions are expected only during a rolling upgrade.",
@@ -305,6 +311,32 @@ def overview():
                     target("sum(rate(%s[%s]))" % (m("rabbitmq_global_messages_unroutable_returned_total", RMQ), RI), "returned")],
                    unit=MSG_RATE),
             ]),
+            Row("Message flow (the official overview's rates)", [
+                ts("Routed, acknowledged, redelivered / s",
+                   "Messages routed to at least one queue, acknowledged by consumers, and "
+                   "redelivered (delivered again after a consumer failed or rejected), per "
+                   "second, cluster-wide. Redeliveries above a trickle mean consumers crash or "
+                   "reject.",
+                   [target("sum(rate(%s[%s]))" % (m("rabbitmq_global_messages_routed_total", RMQ), RI), "routed"),
+                    target("sum(rate(%s[%s]))" % (m("rabbitmq_global_messages_acknowledged_total", RMQ), RI), "acknowledged"),
+                    target("sum(rate(%s[%s]))" % (m("rabbitmq_global_messages_redelivered_total", RMQ), RI), "redelivered")],
+                   unit=MSG_RATE, width=8),
+                ts("Unconfirmed messages",
+                   "Messages published with confirms that the broker has not confirmed yet, per "
+                   "node (channels on that node). Growing values: queues cannot keep up "
+                   "(replication, disk).",
+                   [target("sum by (rabbitmq_node) (%s)" % m("rabbitmq_channel_messages_unconfirmed", RMQ), **per_node)],
+                   width=8),
+                ts("Queue and channel churn",
+                   "Queues declared, created and deleted, and channels opened and closed, per "
+                   "second. Steady churn costs CPU and (for quorum queues) Raft work.",
+                   [target("sum(rate(%s[%s]))" % (m("rabbitmq_queues_declared_total", RMQ), RI), "queues declared"),
+                    target("sum(rate(%s[%s]))" % (m("rabbitmq_queues_created_total", RMQ), RI), "queues created"),
+                    target("sum(rate(%s[%s]))" % (m("rabbitmq_queues_deleted_total", RMQ), RI), "queues deleted"),
+                    target("sum(rate(%s[%s]))" % (m("rabbitmq_channels_opened_total", RMQ), RI), "channels opened"),
+                    target("sum(rate(%s[%s]))" % (m("rabbitmq_channels_closed_total", RMQ), RI), "channels closed")],
+                   unit="ops", width=8),
+            ]),
             Row("Backlog", [
                 ts("Messages ready",
                    "Messages waiting in queues for a consumer, summed per node (the node that "
@@ -338,6 +370,68 @@ def overview():
                    [target("sum(rate(%s[%s]))" % (m("rabbitmq_connections_opened_total", RMQ), RI), "opened"),
                     target("sum(rate(%s[%s]))" % (m("rabbitmq_connections_closed_total", RMQ), RI), "closed")],
                    unit="ops", width=24),
+            ]),
+            Row("CPU: the Erlang VM beside the host", [
+                ts("Broker CPU (Erlang VM)",
+                   "CPU time the Erlang VM used per second, in cores, per node "
+                   "(erlang_vm_statistics_runtime_milliseconds), beside the host's busy CPUs in "
+                   "cores. A VM near the host's total: RabbitMQ is the load.",
+                   [target("sum by (rabbitmq_node) (rate(%s[%s])) / 1000"
+                           % (m("erlang_vm_statistics_runtime_milliseconds", RMQ), RI), "{{rabbitmq_node}} Erlang VM"),
+                    target("sum by (rabbitmq_node) (1 - rate(%s[%s]))"
+                           % (m("node_cpu_seconds_total", 'job="node", rabbitmq_cluster="$rabbitmq_cluster", '
+                                'rabbitmq_node=~"$rabbitmq_node"', 'mode="idle"'), RI), "{{rabbitmq_node}} host")],
+                   unit="short", width=8),
+                ts("Scheduler utilisation",
+                   "Erlang VM CPU time divided by its online schedulers: how busy the schedulers "
+                   "are on average (1 = every scheduler busy all the time). Approximation from "
+                   "runtime; the exact figure needs scheduler_wall_time, not exported by 4.0.5.",
+                   [target("sum by (rabbitmq_node) (rate(%s[%s])) / 1000 / max by (rabbitmq_node) (%s)"
+                           % (m("erlang_vm_statistics_runtime_milliseconds", RMQ), RI,
+                              m("erlang_vm_schedulers_online", RMQ)), **per_node)],
+                   unit="percentunit", minimum=0, maximum=1, thresholds=[(0.8, "orange")], width=8),
+                ts("Run queue",
+                   "Erlang processes ready to run and waiting for a scheduler, per node. "
+                   "Persistently above the number of schedulers: the node is CPU-bound.",
+                   [target("sum by (rabbitmq_node) (%s)" % m("erlang_vm_statistics_run_queues_length", RMQ), **per_node)],
+                   width=8),
+            ]),
+            Row("Memory by category", [
+                ts("Erlang memory: processes and system",
+                   "Memory the Erlang VM allocated for processes (connections, channels, queues) "
+                   "and for the system (binaries, ETS tables, code, atoms), per node.",
+                   [target("max by (rabbitmq_node, kind) (%s)" % m("erlang_vm_memory_bytes_total", RMQ),
+                           "{{rabbitmq_node}} {{kind}}")], unit="bytes", stack=True),
+                ts("Erlang system memory by use",
+                   "System memory by use, per node: binary (message bodies in flight), ets "
+                   "(tables: metrics, queue indexes, the metadata store), code, atom, other. "
+                   "rabbitmq-diagnostics memory_breakdown gives RabbitMQ's own finer split.",
+                   [target("max by (rabbitmq_node, usage) (%s)" % m("erlang_vm_memory_system_bytes_total", RMQ),
+                           "{{rabbitmq_node}} {{usage}}")], unit="bytes", stack=True),
+            ]),
+            Row("Erlang distribution (links between nodes, per peer)", [
+                ts("Link state per peer",
+                   "State of each node's distribution link to each peer: 3 up, 2 pending, 1 "
+                   "idle. A partition longer than net_ticktime takes links down; shorter ones "
+                   "show as a flat line in the traffic panel (RabbitMQDistributionLinkSilent).",
+                   [target("max by (rabbitmq_node, peer) (%s)" % m("erlang_vm_dist_node_state", RMQ),
+                           "{{rabbitmq_node}} -> {{peer}}")], decimals=0, width=8),
+                ts("Traffic per peer",
+                   "Bytes received from and sent to each peer per second. Healthy peers talk "
+                   "every second; a line at 0 is a cut link.",
+                   [target("sum by (rabbitmq_node, peer) (rate(%s[%s]))"
+                           % (m("erlang_vm_dist_recv_bytes", RMQ), RI), "{{rabbitmq_node}} <- {{peer}}"),
+                    target("sum by (rabbitmq_node, peer) (rate(%s[%s]))"
+                           % (m("erlang_vm_dist_send_bytes", RMQ), RI), "{{rabbitmq_node}} -> {{peer}}")],
+                   unit="Bps", width=8),
+                ts("Buffers per peer",
+                   "Bytes queued for each peer: in the distribution port's queue and pending in "
+                   "the send buffer. Growth means the link or the peer cannot keep up.",
+                   [target("max by (rabbitmq_node, peer) (%s)" % m("erlang_vm_dist_node_queue_size_bytes", RMQ),
+                           "{{rabbitmq_node}} -> {{peer}} queue"),
+                    target("max by (rabbitmq_node, peer) (%s)" % m("erlang_vm_dist_send_pend_bytes", RMQ),
+                           "{{rabbitmq_node}} -> {{peer}} pending")],
+                   unit="bytes", width=8),
             ]),
             Row("Resource headroom",
                 headroom("Memory used vs high watermark",
@@ -437,8 +531,9 @@ def queues():
                    [target("max by (vhost, queue) (%s)" % m("rabbitmq_detailed_queue_messages_unacked", QSEL), **by_queue)]),
                 ts("Growth rate",
                    "Change of the queue depth (ready + unacked) per second over 5 minutes, per "
-                   "queue: positive means publishers outpace consumers.",
-                   [target("sum by (vhost, queue) (deriv(%s[5m]))" % m("rabbitmq_detailed_queue_messages", QSEL), **by_queue)],
+                   "queue: positive means publishers outpace consumers. The max over the nodes "
+                   "reporting the queue, never the sum (a leader move briefly shows it twice).",
+                   [target("max by (vhost, queue) (deriv(%s[5m]))" % m("rabbitmq_detailed_queue_messages", QSEL), **by_queue)],
                    unit=MSG_RATE, minimum=None),
                 ts("Consumers",
                    "Consumers attached to each queue.",
@@ -492,10 +587,11 @@ def quorum():
             ]),
             Row("Raft log (sum over the Raft members on each node)", [
                 ts("Raft entries committed / s",
-                   "Growth of the commit index per second, summed over the Raft members on "
-                   "each node: quorum queue (and metadata store) write throughput as Raft "
-                   "sees it.",
-                   [target("clamp_min(deriv(%s[5m]), 0)" % m("rabbitmq_raft_log_commit_index", RMQ),
+                   "Growth of each Raft member's commit index per second, then summed per "
+                   "node: quorum queue (and metadata store) write throughput as Raft sees it. "
+                   "Rates are taken per member first, so a deleted queue does not read as a "
+                   "counter reset.",
+                   [target("sum by (rabbitmq_node) (rate(%s[5m]))" % m("rabbitmq_detailed_raft_log_commit_index", DET),
                            "{{rabbitmq_node}}")], unit="ops"),
                 ts("Raft entry commit latency",
                    "Mean time for an entry to be committed, over the Raft members on each "
@@ -523,9 +619,11 @@ def quorum():
                            % (m("rabbitmq_raft_log_last_applied_index", RMQ),
                               m("rabbitmq_raft_log_snapshot_index", RMQ)), "{{rabbitmq_node}}")]),
                 ts("Raft term changes (elections)",
-                   "Increase of Raft terms over 5 minutes, summed over each node's members. "
-                   "Every leader election bumps a term; 0 on a quiet, healthy cluster.",
-                   [target("max by (rabbitmq_node) (increase(%s[5m]))" % m("rabbitmq_raft_term_total", RMQ),
+                   "Increase of each Raft member's term over 5 minutes, then summed per node. "
+                   "Every leader election bumps a term; 0 on a quiet, healthy cluster. Per "
+                   "member first: with the per-node sum, deleting one of 3000 queues read as "
+                   "2997 elections.",
+                   [target("sum by (rabbitmq_node) (increase(%s[5m]))" % m("rabbitmq_detailed_raft_term_total", DET),
                            "{{rabbitmq_node}}")], decimals=0),
             ]),
         ],
@@ -652,6 +750,10 @@ def canary_slo():
                 % (q, m(metric + "_bucket", CAN), window))
 
     budget = "1 - (1 - (%s)) / (1 - $slo_objective)"
+    # 30 days come from a recording rule evaluated every 5 minutes (canary-slo.yml, group
+    # warren.canary.slo.long), never recomputed over 30 days of raw samples per panel point.
+    long30 = "1 - %s" % m("rabbitmq_cluster:warren_canary_probe_errors:ratio_rate30d",
+                          'rabbitmq_cluster="$rabbitmq_cluster"')
     return {
         "uid": "warren-canary-slo",
         "title": "warren / canary SLO",
@@ -661,22 +763,24 @@ def canary_slo():
                       var_constant("slo_objective", SLO_OBJECTIVE)],
         "rows": [
             Row("Objective: 99.9% of probes ok over 30 days", [
-                stat("Availability, 30 days",
-                     "Share of canary probes with result ok over the last 30 days (or since "
-                     "the canary started). The objective is 99.9%.",
-                     [target(availability("30d"))], unit="percentunit", decimals=3,
-                     thresholds=[(0.999, "green")], width=6,
-                     overrides=[]),
-                stat("Error budget remaining, 30 days",
-                     "Share of the 30-day error budget (0.1% of probes) not yet spent. "
-                     "Negative: the objective is missed.",
-                     [target(budget % availability("30d"))], unit="percentunit", decimals=1,
-                     thresholds=[(0, "orange"), (0.5, "green")], width=6),
+                stat("Availability, 30 days (or since data starts)",
+                     "Share of canary probes with result ok over the last 30 days, from the "
+                     "recording rule rabbitmq_cluster:warren_canary_probe_errors:ratio_rate30d. "
+                     "A full 30 days needs prometheus_retention_time of at least 31d (the "
+                     "default); with less (the lab keeps 2d) it covers the data there is. Red "
+                     "below the 99.9% objective.",
+                     [target(long30)], unit="percentunit", decimals=3,
+                     thresholds=[(0.999, "green")], base="red", width=6),
+                stat("Error budget remaining, 30 days (or since data starts)",
+                     "Share of the 30-day error budget (0.1% of probes) not yet spent. Red when "
+                     "spent (0 or negative: the objective is missed), orange below half.",
+                     [target(budget % long30)], unit="percentunit", decimals=1,
+                     thresholds=[(0.0001, "orange"), (0.5, "green")], base="red", width=6),
                 stat("Availability, dashboard range",
                      "Share of canary probes with result ok over the time range picked in "
-                     "Grafana.",
+                     "Grafana. Red below the 99.9% objective.",
                      [target(availability("$__range"))], unit="percentunit", decimals=3,
-                     width=6),
+                     thresholds=[(0.999, "green")], base="red", width=6),
                 stat("Since last ok probe",
                      "Seconds since the canary last completed a probe end to end. More than a "
                      "few probe intervals means the cluster fails the canary right now.",
@@ -687,23 +791,32 @@ def canary_slo():
                 ts("Availability",
                    "Share of ok probes over sliding 5-minute and 1-hour windows.",
                    [target(availability("5m"), "5m window"), target(availability("1h"), "1h window")],
-                   unit="percentunit", maximum=1, minimum=None, thresholds=[(0.999, "green")]),
+                   unit="percentunit", maximum=1, minimum=None, thresholds=[(0.999, "green")],
+                   base="red"),
                 ts("Error budget burn rate",
                    "How fast the error budget burns: the failed-probe ratio divided by the "
-                   "budget (0.1%). 1 spends it in exactly 30 days; 14.4 over 1 h is the "
-                   "fast-burn page threshold, 6 over 6 h the slow-burn one.",
+                   "budget (0.1%). 1 spends it in exactly 30 days. Both page thresholds are "
+                   "here: 14.4 over 1 h (with 5 m) and 6 over 6 h (with 30 m) page "
+                   "(RabbitMQCanaryErrorBudgetFastBurn); the tickets are 3 over 1 d and 1 over "
+                   "3 d.",
                    [target("(1 - (%s)) / (1 - $slo_objective)" % availability("1h"), "1h"),
                     target("(1 - (%s)) / (1 - $slo_objective)" % availability("6h"), "6h")],
                    thresholds=[(6, "orange"), (14.4, "red")]),
-                ts("Error budget remaining",
-                   "Error budget left over the 30 days ending at each point in time.",
-                   [target(budget % availability("30d"), "remaining")],
-                   unit="percentunit", minimum=None, maximum=1, width=24),
+                ts("Error budget remaining (30 days, or since data starts)",
+                   "Error budget left over the 30 days ending at each point in time, from the "
+                   "5-minute recording of the 30-day ratio (no 30-day recomputation per point). "
+                   "Red below 0: the objective is missed.",
+                   [target(budget % long30, "remaining")],
+                   unit="percentunit", minimum=None, maximum=1, thresholds=[(0.0001, "green")],
+                   base="red", width=24),
             ]),
             Row("Latency", [
                 ts("End-to-end latency",
                    "Time from publish to delivery back to the canary (confirmed, routed, "
-                   "replicated and delivered), percentiles over 5 minutes of ok probes.",
+                   "replicated and delivered), percentiles over 5 minutes of ok probes. The "
+                   "objective: 99% within 250 ms (RabbitMQCanaryLatencyBudgetFastBurn pages). "
+                   "The load generator's latencies are not here: it writes HdrHistogram logs "
+                   "and a report per run, and exports nothing to Prometheus.",
                    [target(quantile(q, "warren_canary_end_to_end_seconds"), "p%s" % int(float(q) * 100))
                     for q in ("0.5", "0.9", "0.99")], unit="s"),
                 ts("Publish-confirm latency",
@@ -711,6 +824,22 @@ def canary_slo():
                    "majority of quorum queue members), percentiles over 5 minutes.",
                    [target(quantile(q, "warren_canary_publish_confirm_seconds"), "p%s" % int(float(q) * 100))
                     for q in ("0.5", "0.9", "0.99")], unit="s"),
+            ]),
+            Row("Per node (the canary probes through every broker)", [
+                ts("Probe ok through each node",
+                   "1 when the canary's last probe through that broker was ok (it connects to "
+                   "every node and publishes to a queue led elsewhere). 0 for 30 s pages "
+                   "(RabbitMQCanaryNodeProbeFailing): that node accepts connections but cannot "
+                   "serve.",
+                   [target("max by (node) (%s)" % m("warren_canary_node_up", CAN), "{{node}}")],
+                   minimum=0, maximum=1, decimals=0,
+                   empty_reason="exported by canaries with per-node probing (contract 6) only"),
+                ts("Probe results per node",
+                   "Probes per second through each broker by result; failures are 0 on a "
+                   "healthy cluster.",
+                   [target("sum by (node, result) (rate(%s[%s]))"
+                           % (m("warren_canary_node_probes_total", CAN), RI), "{{node}} {{result}}")],
+                   unit="ops", empty_reason="exported by canaries with per-node probing (contract 6) only"),
             ]),
             Row("Probes", [
                 ts("Probe results",
