@@ -19,6 +19,7 @@ Needs PyYAML and promtool (run.sh fetches it).
 """
 
 import argparse
+import concurrent.futures
 import copy
 import glob
 import os
@@ -92,6 +93,28 @@ def groups_for(rule_file, name, kind, wanted):
     return out
 
 
+def try_mutation(promtool, m):
+    """("killed" | "survived" | "stale", detail) of one mutation, in a scratch copy of its own."""
+    try:
+        rule_file, kind = rule_file_of(m["rule"])
+        with open(rule_file, encoding="utf-8") as handle:
+            changed = mutate(handle.read(), m["rule"], m["find"], m["replace"])
+    except (KeyError, ValueError) as exc:
+        return "stale", str(exc)
+    selection = groups_for(rule_file, m["rule"], kind, m.get("tests"))
+    if not selection:
+        return "stale", "no test group exercises %s" % m["rule"]
+    with tempfile.TemporaryDirectory(prefix="warren-mutate-") as scratch:
+        rules_copy = os.path.join(scratch, "roles", "prometheus", "files", "rules")
+        shutil.copytree(RULES, rules_copy)
+        os.makedirs(os.path.join(scratch, "tests", "promtool"))
+        with open(os.path.join(rules_copy, os.path.basename(rule_file)), "w", encoding="utf-8") as handle:
+            handle.write(changed)
+        passed = run_groups(promtool, scratch, selection)
+    groups = sum(len(g) for _, g in selection.values())
+    return ("survived", "%d test groups ran" % groups) if passed else ("killed", "")
+
+
 def run_groups(promtool, scratch, selection):
     """True when promtool passes every selected group."""
     ok = True
@@ -112,6 +135,8 @@ def main(argv=None):
     parser.add_argument("--promtool", default=os.environ.get("PROMTOOL", DEFAULT_PROMTOOL))
     parser.add_argument("--only", nargs="*", default=[], help="run only these mutation ids")
     parser.add_argument("--list", action="store_true", help="print the mutation list and exit")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="mutations tried at once (default: the CPU count)")
     args = parser.parse_args(argv)
 
     with open(MUTATIONS, encoding="utf-8") as handle:
@@ -129,40 +154,18 @@ def main(argv=None):
 
     started = time.monotonic()
     killed, survived, stale = [], [], []
-    with tempfile.TemporaryDirectory(prefix="warren-mutate-") as scratch:
-        rules_copy = os.path.join(scratch, "roles", "prometheus", "files", "rules")
-        shutil.copytree(RULES, rules_copy)
-        os.makedirs(os.path.join(scratch, "tests", "promtool"))
-        for m in mutations:
-            try:
-                rule_file, kind = rule_file_of(m["rule"])
-                with open(rule_file, encoding="utf-8") as handle:
-                    original = handle.read()
-                changed = mutate(original, m["rule"], m["find"], m["replace"])
-            except (KeyError, ValueError) as exc:
-                stale.append("%s: %s" % (m["id"], exc))
-                print("  STALE    %-40s %s" % (m["id"], exc))
-                continue
-            selection = groups_for(rule_file, m["rule"], kind, m.get("tests"))
-            target = os.path.join(rules_copy, os.path.basename(rule_file))
-            if not selection:
-                stale.append("%s: no test group exercises %s" % (m["id"], m["rule"]))
-                print("  STALE    %-40s no test group exercises %s" % (m["id"], m["rule"]))
-                continue
-            with open(target, "w", encoding="utf-8") as handle:
-                handle.write(changed)
-            try:
-                passed = run_groups(args.promtool, scratch, selection)
-            finally:
-                with open(target, "w", encoding="utf-8") as handle:
-                    handle.write(original)
-            groups = sum(len(g) for _, g in selection.values())
-            if passed:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        outcomes = pool.map(lambda m: (m, try_mutation(args.promtool, m)), mutations)
+        for m, (outcome, detail) in outcomes:
+            if outcome == "stale":
+                stale.append("%s: %s" % (m["id"], detail))
+                print("  STALE    %-40s %s" % (m["id"], detail), flush=True)
+            elif outcome == "survived":
                 survived.append(m["id"])
-                print("  SURVIVED %-40s %s (%d test groups ran)" % (m["id"], m["why"], groups))
+                print("  SURVIVED %-40s %s (%s)" % (m["id"], m["why"], detail), flush=True)
             else:
                 killed.append(m["id"])
-                print("  killed   %-40s %s" % (m["id"], m["why"]))
+                print("  killed   %-40s %s" % (m["id"], m["why"]), flush=True)
 
     total = len(killed) + len(survived)
     print("mutation score: %d/%d killed, %d survived, %d stale (%.0f s)" % (

@@ -244,6 +244,34 @@ def test_every_dashboard_panel_has_data(mon):
     RUN["dashboard_queries"] = {"total": len(queries), "empty_by_design": len(empty_by_design)}
 
 
+def panel_value(mon, queries, dashboard, panel, ref="A"):
+    """The single number a stat panel's query returns on the live Prometheus."""
+    item = [q for q in queries if q["dashboard"] == dashboard and q["panel"] == panel and q["refId"] == ref][0]
+    result = query(mon, item["resolved"])
+    assert len(result) == 1, f"{dashboard} / {panel} ({ref}): {result}"
+    return float(result[0]["value"][1])
+
+
+def test_dashboard_known_answers(mon):
+    """Values with a known answer: the node counts are the brokers of the inventory, and the
+    queue count is what RabbitMQ itself lists (each node reports only the queues it hosts, so
+    the panel must sum over the nodes)."""
+    queries = panel_queries()
+    assert panel_value(mon, queries, "warren-overview", "Nodes up / expected", "A") == len(BROKERS)
+    assert panel_value(mon, queries, "warren-overview", "Nodes up / expected", "B") == len(BROKERS)
+    broker = inventory_host(BROKERS[0])
+    vhosts = broker.check_output("rabbitmqctl -q list_vhosts name --no-table-headers").split()
+    listed = sum(len([line for line in broker.check_output(
+        f"rabbitmqctl -q list_queues -p {vhost} name --no-table-headers").splitlines() if line.strip()])
+        for vhost in vhosts)
+    assert listed >= 1, "the canary's queue at least"
+
+    def counted():
+        return panel_value(mon, queries, "warren-overview", "Queues") == listed
+    wait_for(f"the Queues panel to show the {listed} queue(s) rabbitmqctl lists", counted, timeout=60, interval=5)
+    RUN["known_answers"] = {"nodes": len(BROKERS), "queues": listed}
+
+
 # ---------------------------------------------------------------------------------------------
 # Grafana: check mode only (its package cannot be fetched here; see grafana_check.yml)
 # ---------------------------------------------------------------------------------------------
