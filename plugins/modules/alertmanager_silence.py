@@ -44,7 +44,7 @@ options:
       - Label matchers of the silence, in the syntax of amtool and of Alertmanager's routes -
         V(name="value"), V(name=~"regex"), V(name!="value") or V(name!~"regex").
       - Required with O(state=present), and with O(state=absent) unless O(silence_id) is given.
-      - Compared as a set: order does not matter.
+      - Compared as a set, so their order does not matter.
     type: list
     elements: str
   duration:
