@@ -183,3 +183,46 @@ def step_valid(gen_lag_p99_ms, bound_ms):
     if gen_lag_p99_ms is None:
         return False
     return gen_lag_p99_ms <= bound_ms
+
+
+def timer_check(poller='select', rate=1000.0, count=2000):
+    """How late pika's I/O loop fires timers at ``rate``/s with the given poller (no broker):
+    the floor under any schedule lag the engine can reach on this host. Returns ms stats."""
+    from pika.adapters import select_connection    # pika only for this check
+
+    select_connection.SELECT_TYPE = poller
+    loop = select_connection.IOLoop()
+    lags = []
+    t0 = time.time() + 0.05
+    pacer = Pacer(build_steps(rate, count / rate), 0, 1, t0)
+
+    def fire():
+        now = time.time()
+        lags.extend(now - intended for _, intended, _ in pacer.due(now))
+        if pacer.done:
+            loop.stop()
+            return
+        loop.call_later(max(0.0, pacer.peek() - time.time()), fire)
+
+    loop.call_later(0.05, fire)
+    loop.start()
+    lags.sort()
+    return {'poller': poller, 'count': len(lags),
+            'p50_ms': round(lags[len(lags) // 2] * 1e3, 3),
+            'p99_ms': round(lags[int(len(lags) * 0.99)] * 1e3, 3),
+            'max_ms': round(lags[-1] * 1e3, 3)}
+
+
+if __name__ == '__main__':
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog='python3 -m warren_amqp.schedule',
+        description="Measure how late pika's I/O loop fires the schedule's timers (no broker).")
+    parser.add_argument('--poller', choices=('select', 'epoll', 'poll'), action='append')
+    parser.add_argument('--rate', type=float, default=1000.0)
+    parser.add_argument('--count', type=int, default=2000)
+    args = parser.parse_args()
+    for name in args.poller or ['epoll', 'select']:
+        print(json.dumps(timer_check(name, args.rate, args.count)))
