@@ -183,7 +183,7 @@ def saturation(resources, generator):
         cand = []
         if lag is not None and bound:
             cand.append({"resource": "generator", "score": round(lag / bound, 3),
-                         "indicator": "schedule lag p99 (ms)", "host": "loadgen",
+                         "indicator": "generator lag p99 (ms)", "host": "loadgen",
                          "value": lag, "threshold": bound})
         if cpu is not None and cores:
             cand.append({"resource": "generator", "score": round(cpu / (0.9 * cores), 3),
@@ -459,6 +459,7 @@ def _f(value, fmt="%.1f"):
 def render_md(report):
     r = report
     lines = ["# Load test: profile `%s`, %s" % (r["profile"], r["started_utc"]), "",
+             r.get("description") or "", "",
              "> " + LAB_NOTE, "",
              "Command: `%s`" % r.get("command", ""), "",
              "Rules: SLO p99 confirm latency <= %g ms (from the intended send time), achieved >= "
@@ -605,6 +606,7 @@ def build_report(results_dir, meta, prom=None, checker=None):
     order = [r["name"] for r in meta.get("runs", [])]
     runs.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
     report = {"format": "warren-loadtest-report/1", "profile": meta.get("profile"),
+              "description": meta.get("description", ""),
               "started_utc": meta.get("started_utc"), "command": meta.get("command"),
               "lab": meta.get("lab", LAB_NOTE), "rules": rules, "runs": runs,
               "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
