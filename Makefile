@@ -89,7 +89,7 @@ unit: venv collection  ## pytest for the collection's Python
 promtool: deps  ## promtool check + unit tests of every alert and recording rule (no containers)
 	@tests/promtool/run.sh
 
-sanity: venv  ## ansible-test sanity on the plugins (offline subset; `tests/sanity.sh all` for all)
+sanity: venv  ## ansible-test sanity on the plugins (the full set, offline: tests/sanity.sh)
 	@tests/sanity.sh
 
 dashboards: venv  ## regenerate the Grafana dashboards from tools/dashboards/build.py
@@ -98,10 +98,12 @@ dashboards: venv  ## regenerate the Grafana dashboards from tools/dashboards/bui
 dashboards-check: venv  ## fail if the committed dashboard JSON is stale
 	@$(BIN)/python tools/dashboards/build.py --check
 
-# Every scenario under molecule/: the one-node `default` first, so a broken role fails fast.
-# `loadtest` is left out until it has passed once end to end (it never could in its first
-# session: see docs/performance.md); run it with `make molecule MOLECULE_SCENARIOS=loadtest`.
-MOLECULE_SCENARIOS ?= default $(filter-out default shared loadtest,$(sort $(notdir $(wildcard molecule/*))))
+# Every scenario under molecule/ that has passed end to end, the one-node `default` first so a
+# broken role fails fast. Scenarios still being brought up are listed in MOLECULE_PENDING and run
+# only on request (`make molecule MOLECULE_SCENARIOS=drills`): a scenario joins CI once it has
+# passed, never before (see the open issues for drills and loadtest).
+MOLECULE_PENDING ?= drills loadtest
+MOLECULE_SCENARIOS ?= default $(filter-out default shared $(MOLECULE_PENDING),$(sort $(notdir $(wildcard molecule/*))))
 molecule: deps venv collection image  ## run every Molecule scenario (MOLECULE_SCENARIOS="a b" to pick)
 	@for s in $(MOLECULE_SCENARIOS); do \
 	  echo "[molecule] scenario $$s"; \
