@@ -47,7 +47,8 @@ def matcher_key(matchers):
 class AlertmanagerClient:
     """Silences through ``<url>/api/v2``."""
 
-    def __init__(self, url, timeout=10, validate_certs=True, ca_path=None, headers=None):
+    def __init__(self, url, timeout=10, validate_certs=True, ca_path=None, headers=None,
+                 url_username=None, url_password=None):
         self.base = url.rstrip("/")
         if self.base.endswith("/api/v2"):
             self.base = self.base[:-len("/api/v2")]
@@ -55,6 +56,13 @@ class AlertmanagerClient:
         self.validate_certs = validate_certs
         self.ca_path = ca_path
         self.headers = dict(headers or {})
+        # HTTP basic authentication, for an Alertmanager behind a proxy (or its own web config)
+        # that asks for it. Sent with the first request (force_basic_auth): a proxy that answers
+        # 401 without a WWW-Authenticate challenge would otherwise never receive it.
+        self.auth = {}
+        if url_username:
+            self.auth = {"url_username": url_username, "url_password": url_password or "",
+                         "force_basic_auth": True}
 
     def _call(self, method, path, body=None):
         url = self.base + "/api/v2" + path
@@ -65,7 +73,7 @@ class AlertmanagerClient:
             headers["Content-Type"] = "application/json"
         try:
             response = open_url(url, method=method, data=data, headers=headers, timeout=self.timeout,
-                                validate_certs=self.validate_certs, ca_path=self.ca_path)
+                                validate_certs=self.validate_certs, ca_path=self.ca_path, **self.auth)
             text = response.read()
         except HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace")[:500] if hasattr(exc, "read") else ""
@@ -85,6 +93,15 @@ class AlertmanagerClient:
     def active_silences(self):
         """Silences that are active or pending (not expired)."""
         return [s for s in self.silences() if s.get("status", {}).get("state") in ("active", "pending")]
+
+    def alerts(self):
+        """Every alert Alertmanager holds that has not resolved, silenced and inhibited ones included."""
+        return self._call("GET", "/alerts?active=true&silenced=true&inhibited=true&unprocessed=true") or []
+
+    def silenced_by(self, silence_ids):
+        """The alerts that one of these silences mutes right now."""
+        wanted = set(silence_ids)
+        return [a for a in self.alerts() if wanted & set(a.get("status", {}).get("silencedBy") or [])]
 
     def create(self, matchers, starts_at, ends_at, created_by, comment):
         body = {"matchers": matchers, "startsAt": starts_at, "endsAt": ends_at,

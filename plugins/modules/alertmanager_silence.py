@@ -17,8 +17,12 @@ description:
     and leaves an existing one alone, so re-running a play does not stack silences. With
     O(extend=true) it replaces a matching silence that has less than half of O(duration) left by
     a new one that lasts O(duration) (a standing silence that renews itself on every run).
-  - O(state=absent) expires silences - the one named by O(silence_id), or every active or pending
+  - O(state=absent) expires silences - the ones named by O(silence_id), or every active or pending
     silence with exactly these O(matchers) and O(created_by).
+  - With O(state=absent) and O(settle) or O(wait_timeout), it first waits until no alert is muted
+    by those silences any more. An alert that fired during the work and is still resolving (the
+    node is back but Prometheus has not scraped it yet, or the rule has C(keep_firing_for)) would
+    otherwise notify the moment its silence ends - a page for planned work.
   - Uses Alertmanager's v2 API (C(/api/v2/silences)); silences are shared by all peers of an
     Alertmanager cluster, so any one peer will do.
   - For rolling restarts, drills and upgrades - silence the nodes being worked on before, expire
@@ -63,8 +67,33 @@ options:
     type: str
     default: warren
   silence_id:
-    description: With O(state=absent), expire this silence only (as returned by O(state=present)).
-    type: str
+    description:
+      - With O(state=absent), expire these silences only (IDs as returned by O(state=present)).
+      - One ID or a list of them.
+    type: list
+    elements: str
+    aliases: [silence_ids]
+  settle:
+    description:
+      - With O(state=absent), seconds to wait before looking at the alerts at all. Prometheus needs
+        one scrape and one rule evaluation after the work ends to resolve an alert (or drop a
+        pending one that would otherwise fire once the silence is gone) - at least its scrape
+        interval plus its evaluation interval.
+      - Not waited in check mode, nor when there is no silence to expire.
+    type: int
+    default: 0
+  wait_timeout:
+    description:
+      - With O(state=absent), after O(settle), wait up to this many seconds until no alert is
+        muted by the silences being expired, polling every O(wait_delay) seconds.
+      - When the time is up the silences are expired anyway, the module warns, and RV(still_silenced)
+        names the alerts - they are no longer planned work and notify now.
+    type: int
+    default: 0
+  wait_delay:
+    description: Seconds between two looks at the alerts while waiting (O(wait_timeout)).
+    type: int
+    default: 5
   extend:
     description: With O(state=present), replace a matching silence that ends too early (see description).
     type: bool
@@ -76,6 +105,15 @@ options:
   ca_path:
     description: CA bundle to verify Alertmanager's certificate with.
     type: path
+  url_username:
+    description:
+      - User name for HTTP basic authentication, when Alertmanager sits behind a proxy (or its own
+        web config) that asks for it. Warren's alertmanager role itself serves plain HTTP
+        without authentication.
+    type: str
+  url_password:
+    description: Password for O(url_username).
+    type: str
   timeout:
     description: Seconds to wait for each API call.
     type: int
@@ -114,11 +152,13 @@ EXAMPLES = r'''
   delegate_to: localhost
   register: __silence
 
-- name: Expire it when the node is back
+- name: Expire it when the node is back (once its alerts have resolved, at most 3 minutes later)
   warren.rabbitmq.alertmanager_silence:
     url: "http://{{ groups['monitoring'][0] }}:9093"
     silence_id: "{{ __silence.silence_id }}"
     state: absent
+    settle: 30
+    wait_timeout: 180
   delegate_to: localhost
 
 - name: Lab only - the lab's containers share an unsynchronised host clock
@@ -143,6 +183,18 @@ expired:
   returned: state is absent
   type: list
   elements: str
+still_silenced:
+  description:
+    - Alerts the expired silences still muted when O(wait_timeout) ran out, as
+      C(alertname{label="value",...}). They notify now.
+  returned: state is absent
+  type: list
+  elements: str
+  sample: ['RabbitMQNodeDown{rabbitmq_cluster="prod",rabbitmq_node="rabbit@rmq2"}']
+waited:
+  description: Seconds spent in O(settle) and O(wait_timeout) before expiring.
+  returned: state is absent
+  type: float
 ends_at:
   description: End of the silence (RFC 3339, UTC). In check mode, when it would be created.
   returned: state is present
@@ -151,6 +203,7 @@ ends_at:
 
 import datetime
 import re
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -180,6 +233,30 @@ def parse_time(text):
     return datetime.datetime.fromisoformat(text)
 
 
+def describe(alert):
+    """alertname{label="value",...} of an alert from the v2 API, for messages."""
+    labels = dict(alert.get("labels") or {})
+    name = labels.pop("alertname", "?")
+    return "%s{%s}" % (name, ",".join('%s="%s"' % (k, labels[k]) for k in sorted(labels)))
+
+
+def wait_until_unmuted(client, silence_ids, settle, wait_timeout, wait_delay):
+    """Sleep settle seconds, then poll until no alert is muted by silence_ids or wait_timeout passes.
+
+    Returns (seconds waited, alerts still muted).
+    """
+    start = time.monotonic()
+    if settle > 0:
+        time.sleep(settle)
+    deadline = time.monotonic() + max(wait_timeout, 0)
+    while True:
+        muted = client.silenced_by(silence_ids)
+        now = time.monotonic()
+        if not muted or now >= deadline:
+            return round(now - start, 1), [describe(a) for a in muted]
+        time.sleep(max(min(wait_delay, deadline - now), 0.1))
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -189,11 +266,16 @@ def main():
             duration=dict(type="str", default="1h"),
             comment=dict(type="str", default="planned work (warren)"),
             created_by=dict(type="str", default="warren"),
-            silence_id=dict(type="str"),
+            silence_id=dict(type="list", elements="str", aliases=["silence_ids"]),
+            settle=dict(type="int", default=0),
+            wait_timeout=dict(type="int", default=0),
+            wait_delay=dict(type="int", default=5),
             extend=dict(type="bool", default=False),
             validate_certs=dict(type="bool", default=True),
             ca_path=dict(type="path"),
             timeout=dict(type="int", default=10),
+            url_username=dict(type="str"),
+            url_password=dict(type="str", no_log=True),
         ),
         required_if=[("state", "present", ["matchers"])],
         supports_check_mode=True,
@@ -209,21 +291,28 @@ def main():
     if p["state"] == "present" and any(m["name"] == "alertname" and m["value"] == "Watchdog" for m in wanted):
         module.fail_json(msg="refusing to silence the Watchdog: it is the dead man's switch (docs/runbooks/Watchdog.md)")
 
-    client = AlertmanagerClient(p["url"], timeout=p["timeout"], validate_certs=p["validate_certs"], ca_path=p["ca_path"])
+    client = AlertmanagerClient(p["url"], timeout=p["timeout"], validate_certs=p["validate_certs"], ca_path=p["ca_path"],
+                                url_username=p["url_username"], url_password=p["url_password"])
     now = datetime.datetime.now(datetime.timezone.utc)
     try:
         active = client.active_silences()
         if p["state"] == "absent":
             if p["silence_id"]:
-                doomed = [s for s in active if s.get("id") == p["silence_id"]]
+                doomed = [s for s in active if s.get("id") in p["silence_id"]]
             else:
                 doomed = [s for s in active if matcher_key(s.get("matchers", [])) == matcher_key(wanted)
                           and s.get("createdBy") == p["created_by"]]
             ids = [s["id"] for s in doomed]
-            if not module.check_mode:
+            waited, still = 0.0, []
+            if ids and not module.check_mode:
+                if p["settle"] > 0 or p["wait_timeout"] > 0:
+                    waited, still = wait_until_unmuted(client, ids, p["settle"], p["wait_timeout"], p["wait_delay"])
+                if still:
+                    module.warn("expiring silence(s) %s while they still mute %d alert(s) after %ss: %s - "
+                                "these notify now" % (", ".join(ids), len(still), waited, "; ".join(still)))
                 for silence_id in ids:
                     client.expire(silence_id)
-            module.exit_json(changed=bool(ids), expired=ids)
+            module.exit_json(changed=bool(ids), expired=ids, still_silenced=still, waited=waited)
 
         same = [s for s in active if matcher_key(s.get("matchers", [])) == matcher_key(wanted)
                 and s.get("createdBy") == p["created_by"] and s.get("comment") == p["comment"]]

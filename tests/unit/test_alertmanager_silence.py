@@ -20,13 +20,27 @@ class FakeAlertmanager:
     def __init__(self):
         self.silences = {}
         self.calls = []
+        self.kwargs = []
         self.down = False
+        # alerts: list of (labels, silence IDs muting it); resolve_after: GETs of /alerts after
+        # which they are gone (None: never)
+        self.alerts = []
+        self.resolve_after = None
+        self.alert_reads = 0
 
     def open_url(self, url, method="GET", data=None, headers=None, **kw):
         self.calls.append((method, url))
+        self.kwargs.append(kw)
         if self.down:
             raise URLError("connection refused")
         path = url.split("/api/v2", 1)[1]
+        if method == "GET" and path.startswith("/alerts?"):
+            assert "silenced=true" in path  # muted alerts are the ones asked about
+            self.alert_reads += 1
+            gone = self.resolve_after is not None and self.alert_reads > self.resolve_after
+            body = [] if gone else [{"labels": labels, "status": {"state": "suppressed", "silencedBy": ids}}
+                                    for labels, ids in self.alerts]
+            return io.BytesIO(json.dumps(body).encode())
         if method == "GET" and path == "/silences":
             return io.BytesIO(json.dumps(list(self.silences.values())).encode())
         if method == "POST" and path == "/silences":
@@ -51,6 +65,32 @@ def am(monkeypatch):
     fake = FakeAlertmanager()
     monkeypatch.setattr(alertmanager, "open_url", fake.open_url)
     return fake
+
+
+class FakeClock:
+    """time.monotonic/time.sleep without waiting; records every sleep."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps = []
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(alertmanager_silence.time, "monotonic", fake.monotonic)
+    monkeypatch.setattr(alertmanager_silence.time, "sleep", fake.sleep)
+    return fake
+
+
+NODE_DOWN = {"alertname": "RabbitMQNodeDown", "rabbitmq_cluster": "c", "rabbitmq_node": "rabbit@rmq2", "severity": "page"}
 
 
 def present(**kw):
@@ -152,3 +192,65 @@ def test_alertmanager_nanosecond_timestamps_parse():
 def test_extend_is_idempotent_within_half_the_duration(am):
     run_ok(alertmanager_silence.main, present(duration="30d", extend=True))
     assert not run_ok(alertmanager_silence.main, present(duration="30d", extend=True))["changed"]
+
+
+def test_expire_a_list_of_ids(am):
+    first = run_ok(alertmanager_silence.main, present())["silence_id"]
+    second = run_ok(alertmanager_silence.main, present(matchers=['address="rmq2"']))["silence_id"]
+    third = run_ok(alertmanager_silence.main, present(matchers=['address="rmq3"']))["silence_id"]
+    result = run_ok(alertmanager_silence.main, {"url": URL, "silence_ids": [first, second], "state": "absent"})
+    assert sorted(result["expired"]) == sorted([first, second])
+    assert [am.silences[i]["status"]["state"] for i in (first, second, third)] == ["expired", "expired", "active"]
+
+
+def test_waits_until_muted_alerts_resolve_before_expiring(am, clock):
+    sid = run_ok(alertmanager_silence.main, present())["silence_id"]
+    am.alerts = [(NODE_DOWN, [sid])]
+    am.resolve_after = 3  # resolved on the 4th look
+    result = run_ok(alertmanager_silence.main, {"url": URL, "silence_id": sid, "state": "absent",
+                                                 "settle": 30, "wait_timeout": 180, "wait_delay": 5})
+    assert result["expired"] == [sid] and result["still_silenced"] == []
+    assert clock.sleeps == [30, 5, 5, 5] and result["waited"] == 45
+    # the silence was expired only after the alert was gone: its DELETE is the last call
+    alert_gets = [i for i, c in enumerate(am.calls) if "/alerts?" in c[1]]
+    delete = [i for i, c in enumerate(am.calls) if c[0] == "DELETE"]
+    assert len(alert_gets) == 4 and delete == [len(am.calls) - 1] and delete[0] > alert_gets[-1]
+
+
+def test_expires_anyway_when_the_alerts_do_not_resolve(am, clock, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(alertmanager_silence.AnsibleModule, "warn", lambda self, msg: warnings.append(msg))
+    sid = run_ok(alertmanager_silence.main, present())["silence_id"]
+    am.alerts = [(NODE_DOWN, [sid])]
+    result = run_ok(alertmanager_silence.main, {"url": URL, "silence_id": sid, "state": "absent",
+                                                 "wait_timeout": 12, "wait_delay": 5})
+    assert am.silences[sid]["status"]["state"] == "expired"
+    assert result["still_silenced"] == ['RabbitMQNodeDown{rabbitmq_cluster="c",rabbitmq_node="rabbit@rmq2",severity="page"}']
+    assert clock.sleeps == [5, 5, 2] and result["waited"] == 12
+    assert len(warnings) == 1 and "notify now" in warnings[0] and "RabbitMQNodeDown" in warnings[0]
+
+
+def test_alerts_muted_by_other_silences_do_not_hold_it(am, clock):
+    sid = run_ok(alertmanager_silence.main, present())["silence_id"]
+    am.alerts = [(NODE_DOWN, ["someone-elses-silence"]), ({"alertname": "HostClockNotSynchronising"}, [])]
+    result = run_ok(alertmanager_silence.main, {"url": URL, "silence_id": sid, "state": "absent", "wait_timeout": 60})
+    assert result["still_silenced"] == [] and clock.sleeps == [] and am.silences[sid]["status"]["state"] == "expired"
+
+
+def test_no_wait_in_check_mode_nor_without_a_silence(am, clock):
+    sid = run_ok(alertmanager_silence.main, present())["silence_id"]
+    am.alerts = [(NODE_DOWN, [sid])]
+    run_ok(alertmanager_silence.main, {"url": URL, "silence_id": sid, "state": "absent", "settle": 30,
+                                       "wait_timeout": 60}, check_mode=True)
+    run_ok(alertmanager_silence.main, {"url": URL, "silence_id": "gone", "state": "absent", "settle": 30,
+                                       "wait_timeout": 60})
+    assert clock.sleeps == [] and am.alert_reads == 0
+
+
+def test_basic_auth_is_sent_when_a_user_is_given(am):
+    run_ok(alertmanager_silence.main, present(url_username="ops", url_password="s3cret"))
+    assert all(kw.get("url_username") == "ops" and kw.get("url_password") == "s3cret" and kw.get("force_basic_auth")
+               for kw in am.kwargs)
+    am.kwargs.clear()
+    run_ok(alertmanager_silence.main, present())
+    assert not any("url_username" in kw for kw in am.kwargs)
