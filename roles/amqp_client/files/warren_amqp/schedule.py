@@ -74,6 +74,31 @@ def build_steps(rates, step_seconds, warmup_seconds=0.0):
     return steps
 
 
+def start_time(start_at, now, startup_seconds=2.0, tolerance=1.0):
+    """The run's t0 (absolute): ``start_at`` when given (the common start of several load
+    hosts), else ``now + startup_seconds``.
+
+    A ``start_at`` that is already more than ``tolerance`` seconds in the past is refused with
+    a ``ScheduleError`` that says how late it is: every slot between it and now would be due at
+    once, so the run would open with a burst, measure that burst as schedule lag, and (with
+    several hosts) no longer start in step. The caller should launch the generator sooner or
+    give a later ``start_at``; a run never starts on a silently skewed schedule. A start less
+    than ``tolerance`` late is accepted: its few late slots are measured as lag like any other.
+    """
+    startup_seconds = _number('startup_seconds', startup_seconds, allow_equal=True)
+    if start_at is None:
+        return now + startup_seconds
+    start_at = _number('start_at', start_at, allow_equal=True)
+    late = now - start_at
+    if late > tolerance:
+        raise ScheduleError(
+            "'start_at' (%.3f) is %.1f s in the past when the generator is ready to start "
+            '(more than the %g s allowed): the schedule would open with a burst of every slot '
+            'since then. Launch the generator sooner or give it a later start_at (playbooks: '
+            'loadtest_start_delay).' % (start_at, late, tolerance))
+    return start_at
+
+
 def step_at(steps, offset):
     """The step whose [start, end) holds ``offset`` seconds from t0, or None."""
     for step in steps:

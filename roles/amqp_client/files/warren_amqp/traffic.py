@@ -3,6 +3,7 @@
 Usage::
 
     python3 -m warren_amqp.traffic --config run.json --out DIR            # a run
+    python3 -m warren_amqp.traffic --config run.json --out DIR --start-at T   # common start
     python3 -m warren_amqp.traffic --config run.json --out DIR --drain    # consume what is left
     python3 -m warren_amqp.traffic --config run.json --check-config       # validate, no traffic
     python3 -m warren_amqp.traffic --config run.json --delete-queues      # remove the run's queues
@@ -52,7 +53,9 @@ consumer_rate               0           cap per consumer, msg/s (0: none): a slo
 rate / rates                200         total msg/s of this invocation, or a list of rates
 step_seconds                30          seconds per rate (a single rate: the run's length)
 warmup_seconds              0           warm-up at the first rate, left out of the results
-start_at                    null        Unix time to start the schedule (several load hosts)
+start_at                    null        Unix time to start the schedule (several load hosts;
+                                        --start-at overrides it); refused with exit 2 when
+                                        more than 1 s past once the queues are set up
 startup_seconds             2           otherwise start this long after the processes start
 confirm_deadline_seconds    1.0         fail over when a confirm is this late (0: never)
 nack_retry_seconds          0.2         republish a nacked message after this long
@@ -292,7 +295,8 @@ class RunConfig:
         return d
 
 
-def load_config(path):
+def load_config(path, start_at=None):
+    """The run config from a JSON file; ``start_at`` (from --start-at) overrides the file's."""
     try:
         with open(path, encoding='utf-8') as f:
             data = json.load(f)
@@ -300,6 +304,8 @@ def load_config(path):
         raise RunConfigError('cannot read %s: %s' % (path, e.strerror or e)) from None
     except ValueError as e:
         raise RunConfigError('%s is not valid JSON: %s' % (path, e)) from None
+    if start_at is not None and isinstance(data, dict):
+        data['start_at'] = start_at
     return RunConfig(data)
 
 
@@ -927,7 +933,8 @@ class Worker:
         self.schedule_end = t0 + cfg.steps[-1].end
         self.grace = cfg.confirm_grace
         self.started = time.time()
-        self.hard_end = self.started + cfg.duration_bound
+        # The bound counts from the schedule's start when that is later (a common start_at).
+        self.hard_end = max(self.started, t0 if mode == 'run' else 0) + cfg.duration_bound
         self.stop_requested = False
         self.fatal_error = None
         self.ioloop = IOLoop()
@@ -1154,9 +1161,14 @@ def run(cfg, out_dir, mode='run'):
     nproc = cfg.processes if mode == 'run' else min(cfg.processes, cfg.queues)
     now = time.time()
     if mode == 'run':
-        t0 = cfg.start_at if cfg.start_at is not None else now + cfg.startup_seconds
-        if t0 < now - 1:
-            raise RunConfigError("'start_at' (%s) is in the past" % cfg.start_at)
+        # Judged now, after the queues are set up and right before the workers start.
+        try:
+            t0 = schedule.start_time(cfg.start_at, now, cfg.startup_seconds)
+        except schedule.ScheduleError as e:
+            raise RunConfigError(str(e)) from None
+        if t0 < now:
+            print('[traffic] note: starting %.2f s after start_at; those first slots are sent '
+                  'late and their lag is measured' % (now - t0), flush=True)
     else:
         t0 = now
     print('[traffic] %s %s: %d process(es), %d publisher(s), %d consumer(s), %d %s '
@@ -1187,7 +1199,7 @@ def run(cfg, out_dir, mode='run'):
     try:
         for c in children:
             c.start()
-        hard = time.time() + cfg.duration_bound + 15
+        hard = max(time.time(), t0) + cfg.duration_bound + 15
         last = [0, [0] * 5]
         next_progress = time.time() + (cfg.progress_seconds or 1e9)
         while True:
@@ -1289,9 +1301,12 @@ def main(argv=None):
     mode.add_argument('--check-config', action='store_true',
                       help='validate the configuration and exit (no connection, no traffic)')
     mode.add_argument('--delete-queues', action='store_true', help="delete the run's queues")
+    parser.add_argument('--start-at', type=float, metavar='UNIX_TIME',
+                        help="start the schedule at this Unix time (overrides the config's "
+                             "start_at; refused when already past)")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, start_at=args.start_at)
         if args.check_config:
             print('[traffic] config OK: %s' % ', '.join(
                 '%s %g/s x %gs' % (s.name, s.rate, s.seconds) for s in cfg.steps))
