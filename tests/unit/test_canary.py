@@ -201,6 +201,12 @@ FAMILIES = {
     "warren_canary_node_probes_total": (
         "counter", "Probes through one broker node (its own connection, a queue led elsewhere) by result."),
     "warren_canary_node_up": ("gauge", "1 when the last probe through this broker node was ok."),
+    "warren_canary_node_tls_cert_expiry_timestamp_seconds": (
+        "gauge", "notAfter (Unix time) of the certificate the node presents on its AMQPS listener, "
+        "from the last successful TLS handshake (TLS only)."),
+    "warren_canary_node_tls_check_failures_total": (
+        "counter", "Certificate checks that failed (no TLS handshake, or a certificate that does not "
+        "verify), TLS only."),
 }
 
 
@@ -647,3 +653,130 @@ def test_config_file_errors(tmp_path, capsys):
     good.write_text(json.dumps(BASE))
     assert wc.main(["--config", str(good), "--check-config"]) == 0
     assert "p" not in json.loads(capsys.readouterr().out).values()
+
+
+# --------------------------------------------------------------------------------------------
+# certificate expiry (a real TLS handshake against a local listener)
+# --------------------------------------------------------------------------------------------
+
+
+def _make_ca_and_server_cert(tmp_path, not_after):
+    """A CA and a server certificate for 127.0.0.1/localhost valid until ``not_after``."""
+    import datetime
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("test ca")).issuer_name(name("test ca"))
+          .public_key(ca_key.public_key()).serial_number(1)
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=3650))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(datetime.datetime.fromtimestamp(not_after, datetime.timezone.utc))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = {}
+    for label, data in (("ca", ca.public_bytes(serialization.Encoding.PEM)),
+                        ("cert", cert.public_bytes(serialization.Encoding.PEM)),
+                        ("key", key.private_bytes(serialization.Encoding.PEM,
+                                                  serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))):
+        paths[label] = tmp_path / (label + ".pem")
+        paths[label].write_bytes(data)
+    return paths
+
+
+def _tls_listener(paths):
+    """A TLS server on 127.0.0.1 that completes handshakes until closed; returns (port, stop)."""
+    import socket
+    import ssl
+    import threading
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(paths["cert"]), str(paths["key"]))
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(5)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            try:
+                with ctx.wrap_socket(conn, server_side=True):
+                    pass
+            except OSError:
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def close():
+        stop.set()
+        server.close()
+
+    return server.getsockname()[1], close
+
+
+def test_cert_check_reports_the_certificates_not_after_and_failures(tmp_path):
+    not_after = int(time.time()) + 20 * 86400
+    paths = _make_ca_and_server_cert(tmp_path, not_after)
+    port, close = _tls_listener(paths)
+    try:
+        cfg = wc.validate({"nodes": ["localhost:%d" % port, "127.0.0.1:1"], "vhost": "canary",
+                           "user": "u", "password": "p", "tls": True,
+                           "tls_ca_file": str(paths["ca"]), "connect_timeout": 2})
+        canary = wc.Canary(cfg, connect_fn=lambda params: None)
+        results = canary.check_certs()
+    finally:
+        close()
+    good, bad = "localhost:%d" % port, "127.0.0.1:1"
+    # X.509 times have one-second resolution
+    assert results[good] == not_after
+    assert results[bad] is None
+    m = canary.metrics
+    assert m.value("warren_canary_node_tls_cert_expiry_timestamp_seconds", node=good) == not_after
+    assert m.value("warren_canary_node_tls_check_failures_total", node=good) == 0
+    assert m.value("warren_canary_node_tls_check_failures_total", node=bad) == 1
+
+
+def test_cert_check_refuses_a_certificate_from_another_ca(tmp_path):
+    paths = _make_ca_and_server_cert(tmp_path, int(time.time()) + 86400)
+    other = tmp_path / "other"
+    other.mkdir()
+    other_ca = _make_ca_and_server_cert(other, int(time.time()) + 86400)["ca"]
+    port, close = _tls_listener(paths)
+    try:
+        cfg = wc.validate({"nodes": ["localhost:%d" % port], "vhost": "canary", "user": "u",
+                           "password": "p", "tls": True, "tls_ca_file": str(other_ca)})
+        canary = wc.Canary(cfg, connect_fn=lambda params: None)
+        assert canary.check_certs() == {"localhost:%d" % port: None}
+    finally:
+        close()
+    assert canary.metrics.value("warren_canary_node_tls_check_failures_total",
+                                node="localhost:%d" % port) == 1
+
+
+def test_cert_check_is_off_without_tls_and_validated():
+    cfg = wc.validate({"nodes": ["rmq1"], "vhost": "canary", "user": "u", "password": "p"})
+    assert cfg.cert_check_interval == 600
+    assert wc.Canary(cfg, connect_fn=lambda params: None).check_certs() == {}
+    with pytest.raises(wc.ConfigError, match="cert_check_interval"):
+        wc.validate({"nodes": ["rmq1"], "vhost": "canary", "user": "u", "password": "p",
+                     "cert_check_interval": -1})

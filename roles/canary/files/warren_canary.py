@@ -37,6 +37,7 @@ import math
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -127,6 +128,14 @@ class CanaryMetrics:
         self.node_up = Gauge(
             "warren_canary_node_up", "1 when the last probe through this broker node was ok.",
             ["node"], registry=r)
+        self.cert_expiry = Gauge(
+            "warren_canary_node_tls_cert_expiry_timestamp_seconds",
+            "notAfter (Unix time) of the certificate the node presents on its AMQPS listener, "
+            "from the last successful TLS handshake (TLS only).", ["node"], registry=r)
+        self.cert_check_failures = Counter(
+            "warren_canary_node_tls_check_failures_total",
+            "Certificate checks that failed (no TLS handshake, or a certificate that does not "
+            "verify), TLS only.", ["node"], registry=r)
         for result in RESULTS:
             self.probes.labels(result=result)
             for node in self.nodes:
@@ -135,6 +144,7 @@ class CanaryMetrics:
         for node in self.nodes:
             self.connected.labels(node=node).set(0)
             self.node_up.labels(node=node).set(0)
+            self.cert_check_failures.labels(node=node)
         self.build_info.labels(version=__version__, pika=pika.__version__,
                                python="%d.%d.%d" % sys.version_info[:3]).set(1)
 
@@ -181,6 +191,7 @@ _DEFAULTS = {
     "listen_port": DEFAULT_PORT,
     "rabbitmq_cluster": "",
     "node_probes": True,
+    "cert_check_interval": 600.0,
     "password": None,
     "password_file": None,
 }
@@ -296,6 +307,10 @@ def _validate(raw):
         values[key] = _parse_number(key, values[key], float)
         if not values[key] > 0 or math.isinf(values[key]):
             raise ConfigError("%r must be a positive number of seconds, got %r" % (key, raw.get(key)))
+    values["cert_check_interval"] = _parse_number("cert_check_interval", values["cert_check_interval"], float)
+    if values["cert_check_interval"] < 0 or math.isinf(values["cert_check_interval"]):
+        raise ConfigError("'cert_check_interval' must be 0 (off) or a number of seconds, got %r"
+                          % raw.get("cert_check_interval"))
     values["listen_port"] = _parse_number("listen_port", values["listen_port"], int)
     values["node_probes"] = _parse_bool("node_probes", values["node_probes"])
     for key in _STRINGS:
@@ -495,6 +510,17 @@ def _declare_quorum(conn, queue, leader_here=False):
     LOG.info("declared quorum queue %r in vhost %r through %s", queue, conn.config.vhost, conn.node)
 
 
+def peer_cert_not_after(client, node, timeout):
+    """notAfter (Unix time) of the certificate ``node`` presents, through a TLS handshake
+    verified exactly as the AMQP connections are (``client.ssl_context()``, same server name).
+    Raises OSError (ssl.SSLError included) when there is no handshake or no valid certificate."""
+    server_name = client.server_name or node.host
+    with socket.create_connection((node.host, node.port), timeout=timeout) as raw:
+        with client.ssl_context().wrap_socket(raw, server_hostname=server_name) as tls:
+            cert = tls.getpeercert()
+    return ssl.cert_time_to_seconds(cert["notAfter"])
+
+
 def node_queue_name(queue, node, nodes):
     """``<queue>.node.<host>``; with the port too when two nodes share a host."""
     same_host = sum(1 for n in nodes if n.host == node.host) > 1
@@ -597,6 +623,26 @@ class Canary:
             results[name] = res
         return results
 
+    def check_certs(self):
+        """The expiry of every node's AMQPS certificate ({node: notAfter or None}); TLS only.
+        A failed check counts a failure and keeps the node's last known expiry."""
+        results = {}
+        if not self.cfg.client.tls:
+            return results
+        for node, name in zip(self.cfg.nodes, self.cfg.node_names):
+            if self.stopping:
+                break
+            try:
+                not_after = peer_cert_not_after(self.cfg.client, node, self.cfg.client.connect_timeout)
+            except (OSError, ValueError, KeyError) as exc:
+                self.metrics.cert_check_failures.labels(node=name).inc()
+                LOG.warning("certificate check of %s failed: %s", name, describe(exc))
+                not_after = None
+            else:
+                self.metrics.cert_expiry.labels(node=name).set(not_after)
+            results[name] = not_after
+        return results
+
     def stop(self):
         self.stopping = True
         self.deadlines.cut_short()
@@ -617,7 +663,11 @@ class Canary:
 
     def run(self):
         next_tick = time.monotonic()
+        next_cert_check = next_tick
         while not self.stopping:
+            if self.cfg.cert_check_interval and time.monotonic() >= next_cert_check:
+                self.check_certs()
+                next_cert_check = time.monotonic() + self.cfg.cert_check_interval
             try:
                 res = self.probe()
                 if not self.stopping:
