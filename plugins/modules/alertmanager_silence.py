@@ -25,9 +25,11 @@ description:
     otherwise notify the moment its silence ends - a page for planned work.
   - Uses Alertmanager's v2 API (C(/api/v2/silences)); silences are shared by all peers of an
     Alertmanager cluster, so any one peer will do.
-  - For rolling restarts, drills and upgrades - silence the nodes being worked on before, expire
-    the silence after (in an C(always) section), and RabbitMQNodeDown pages only for unplanned
-    outages.
+  - For planned work such as rolling restarts and upgrades - silence the node being worked on
+    before, expire the silence after (also when the work fails), and RabbitMQNodeDown pages only
+    for unplanned outages. The rabbitmq role's C(tasks/silence_start.yml) and
+    C(tasks/silence_end.yml) do this for its rolling restarts and C(playbooks/upgrade.yml).
+    Failure drills do not silence - they measure these alerts.
 version_added: 0.2.0
 author:
   - warren SRE team (@warren-sre)
