@@ -147,6 +147,18 @@ def window_stats(points, start, end):
     return {"mean": sum(vals) / len(vals), "max": max(vals), "n": len(vals)}
 
 
+def resource_window(prom, start, end):
+    """The part of a step its resource figures are read from: a rate() point at time t covers
+    [t - window, t], so the first rate window of a step still mixes in the step before it.
+    Skip it (at most half the step), so a step's resources are its own."""
+    try:
+        window = float(str((prom or {}).get("window", "0")).rstrip("s") or 0)
+    except ValueError:
+        window = 0.0
+    settle = min(window, (end - start) / 2.0)
+    return [start + settle, end]
+
+
 def step_resources(prom, start, end):
     """{query key: {host: {mean, max, n}}} for one step window."""
     out = {}
@@ -226,7 +238,8 @@ def summarise_run(run_name, host_dirs, run_meta, rules, prom=None, checker=None,
     for step in steps:
         judge_step(step, rules["slo_p99_ms"], rules["min_achieved_ratio"], rules["lag_bound_ms"])
         if prom:
-            step["resources"] = step_resources(prom, step["start"], step["end"])
+            step["resources_window"] = resource_window(prom, step["start"], step["end"])
+            step["resources"] = step_resources(prom, *step["resources_window"])
             step["use"] = saturation(step["resources"], {
                 "lag_p99_ms": (step.get("generator_lag_ms") or {}).get("p99"),
                 "lag_bound_ms": rules["lag_bound_ms"],

@@ -253,3 +253,10 @@ def test_report_without_results_is_a_clear_error(tmp_path):
     (tmp_path / "results").mkdir()
     with pytest.raises(rep.ReportError, match="no generator results"):
         rep.build_report(str(tmp_path / "results"), {"runs": []})
+
+
+def test_resources_skip_the_first_rate_window_of_a_step():
+    # a 30 s rate window: a 60 s step is read from its last 30 s, a 20 s step from its last half
+    assert rep.resource_window(PROM, 1000.0, 1060.0) == [1030.0, 1060.0]
+    assert rep.resource_window(PROM, 1000.0, 1020.0) == [1010.0, 1020.0]
+    assert rep.resource_window({"window": "bogus"}, 5.0, 9.0) == [5.0, 9.0]
