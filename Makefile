@@ -130,11 +130,13 @@ bench-load: venv collection  ## load benchmark on the lab (under the lab lock): 
 # for one drill only, so others can use the lab in between. The lab's shared 2-core machine
 # raises some alerts by itself (host CPU, a disk-fill prediction on the shared disk, the
 # canary's latency objective, the unsynchronised clock): they say nothing about the cluster,
-# so the lab's drills do not wait for them (docs/resilience.md#steady-state).
+# so the lab's drills do not wait for them (docs/resilience.md#steady-state). Back-to-back
+# kill, restart and full_restart drills restart nodes several times within 30 minutes, which
+# RabbitMQNodeRestartLoop rightly reports: a series of drills does not wait for it either.
 DRILLS ?= partition kill pause restart disk_alarm memory_alarm slow_consumer latency majority_loss full_restart
 DRILL_RUNS ?= 1
 DRILL_ARGS ?=
-DRILL_LAB_IGNORE ?= Watchdog,HostClockNotSynchronising,HostHighCpuUsage,RabbitMQDiskSpaceLowPredicted,RabbitMQCanaryLatencyAboveObjective
+DRILL_LAB_IGNORE ?= Watchdog,HostClockNotSynchronising,HostHighCpuUsage,RabbitMQDiskSpaceLowPredicted,RabbitMQCanaryLatencyAboveObjective,RabbitMQNodeRestartLoop
 .PHONY: drills
 drills: venv collection  ## run the drill catalogue in the lab (DRILLS="kill pause", DRILL_RUNS=5), then reports/drills/summary.md
 	@failed=""; for d in $(DRILLS); do for i in $$(seq 1 $(DRILL_RUNS)); do \
