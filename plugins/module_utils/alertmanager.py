@@ -98,10 +98,19 @@ class AlertmanagerClient:
         """Every alert Alertmanager holds that has not resolved, silenced and inhibited ones included."""
         return self._call("GET", "/alerts?active=true&silenced=true&inhibited=true&unprocessed=true") or []
 
-    def silenced_by(self, silence_ids):
-        """The alerts that one of these silences mutes right now."""
+    def muted_only_by(self, silence_ids):
+        """The alerts these silences mute and no other silence does: they notify once these end.
+
+        An alert that another silence also mutes (a standing one, say) stays quiet after these
+        silences end, so it is not theirs to wait for.
+        """
         wanted = set(silence_ids)
-        return [a for a in self.alerts() if wanted & set(a.get("status", {}).get("silencedBy") or [])]
+        out = []
+        for alert in self.alerts():
+            by = set(alert.get("status", {}).get("silencedBy") or [])
+            if by and by <= wanted:
+                out.append(alert)
+        return out
 
     def create(self, matchers, starts_at, ends_at, created_by, comment):
         body = {"matchers": matchers, "startsAt": starts_at, "endsAt": ends_at,

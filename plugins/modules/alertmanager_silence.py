@@ -87,7 +87,8 @@ options:
   wait_timeout:
     description:
       - With O(state=absent), after O(settle), wait up to this many seconds until no alert is
-        muted by the silences being expired, polling every O(wait_delay) seconds.
+        muted by the silences being expired, polling every O(wait_delay) seconds. Alerts that
+        another silence mutes too (a standing silence) are not waited for - they stay quiet.
       - When the time is up the silences are expired anyway, the module warns, and RV(still_silenced)
         names the alerts - they are no longer planned work and notify now.
     type: int
@@ -243,7 +244,7 @@ def describe(alert):
 
 
 def wait_until_unmuted(client, silence_ids, settle, wait_timeout, wait_delay):
-    """Sleep settle seconds, then poll until no alert is muted by silence_ids or wait_timeout passes.
+    """Sleep settle seconds, then poll until no alert is muted by silence_ids alone, or wait_timeout passes.
 
     Returns (seconds waited, alerts still muted).
     """
@@ -252,7 +253,7 @@ def wait_until_unmuted(client, silence_ids, settle, wait_timeout, wait_delay):
         time.sleep(settle)
     deadline = time.monotonic() + max(wait_timeout, 0)
     while True:
-        muted = client.silenced_by(silence_ids)
+        muted = client.muted_only_by(silence_ids)
         now = time.monotonic()
         if not muted or now >= deadline:
             return round(now - start, 1), [describe(a) for a in muted]

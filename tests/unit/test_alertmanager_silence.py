@@ -232,7 +232,10 @@ def test_expires_anyway_when_the_alerts_do_not_resolve(am, clock, monkeypatch):
 
 def test_alerts_muted_by_other_silences_do_not_hold_it(am, clock):
     sid = run_ok(alertmanager_silence.main, present())["silence_id"]
-    am.alerts = [(NODE_DOWN, ["someone-elses-silence"]), ({"alertname": "HostClockNotSynchronising"}, [])]
+    # muted by another silence only, by ours and a standing one (stays quiet after ours ends), by none
+    am.alerts = [(NODE_DOWN, ["someone-elses-silence"]),
+                 ({"alertname": "HostClockNotSynchronising", "rabbitmq_node": "rabbit@rmq2"}, ["standing", sid]),
+                 ({"alertname": "HostClockNotSynchronising"}, [])]
     result = run_ok(alertmanager_silence.main, {"url": URL, "silence_id": sid, "state": "absent", "wait_timeout": 60})
     assert result["still_silenced"] == [] and clock.sleeps == [] and am.silences[sid]["status"]["state"] == "expired"
 
