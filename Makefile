@@ -136,13 +136,16 @@ bench-load: venv collection  ## load benchmark on the lab (under the lab lock): 
 DRILLS ?= partition kill pause restart disk_alarm memory_alarm slow_consumer latency majority_loss full_restart
 DRILL_RUNS ?= 1
 DRILL_ARGS ?=
+# Seconds each drill waits at its steady-state gate for the previous drill's alerts to resolve.
+DRILL_START_WAIT ?= 900
 DRILL_LAB_IGNORE ?= Watchdog,HostClockNotSynchronising,HostHighCpuUsage,RabbitMQDiskSpaceLowPredicted,RabbitMQCanaryLatencyAboveObjective,RabbitMQNodeRestartLoop
 .PHONY: drills
 drills: venv collection  ## run the drill catalogue in the lab (DRILLS="kill pause", DRILL_RUNS=5), then reports/drills/summary.md
 	@failed=""; for d in $(DRILLS); do for i in $$(seq 1 $(DRILL_RUNS)); do \
 	  echo "[drills] $$d, run $$i of $(DRILL_RUNS) (waiting for the lab lock)"; \
 	  flock /tmp/warren-lab.lock $(BIN)/ansible-playbook -i inventories/lab playbooks/drills/$$d.yml \
-	    -e drill_accept_outage=true -e drill_ignore_alerts=$(DRILL_LAB_IGNORE) $(DRILL_ARGS) \
+	    -e drill_accept_outage=true -e drill_ignore_alerts=$(DRILL_LAB_IGNORE) \
+	    -e drill_steady_state_wait_seconds=$(DRILL_START_WAIT) $(DRILL_ARGS) \
 	    || failed="$$failed $$d#$$i"; \
 	done; done; \
 	$(BIN)/ansible-playbook -i inventories/lab playbooks/drills/summary.yml; \
