@@ -13,6 +13,9 @@ Environment:
   WARREN_LOCUST_SIZE     message body size in bytes                          (1024)
   WARREN_LOCUST_CONSUMERS  how many of the users consume (the rest publish)  (2)
   WARREN_LOCUST_PREFETCH consumer prefetch                                   (100)
+  WARREN_LOCUST_LEADER_LOCATOR  x-queue-leader-locator of the test queue: client-local puts its
+                         leader on the first broker of the node list, where warren's
+                         side-by-side profile puts the generator's queue (client-local)
   WARREN_LOCUST_RECORD   folder for one JSON line per request (what Locust was told: start
                          time, response time, outcome), used by warren's side-by-side plot
 
@@ -44,6 +47,7 @@ RATE = float(os.environ.get("WARREN_LOCUST_RATE", "10"))
 SIZE = int(os.environ.get("WARREN_LOCUST_SIZE", "1024"))
 CONSUMERS = int(os.environ.get("WARREN_LOCUST_CONSUMERS", "2"))
 PREFETCH = int(os.environ.get("WARREN_LOCUST_PREFETCH", "100"))
+LEADER_LOCATOR = os.environ.get("WARREN_LOCUST_LEADER_LOCATOR", "client-local")
 RECORD_DIR = os.environ.get("WARREN_LOCUST_RECORD")
 RUN_ID = uuid.uuid4().hex[:8]
 
@@ -102,7 +106,8 @@ def declare_queue(environment, **_kwargs):
     try:
         conn.connect(timeout=30)
         conn.channel.queue_declare(QUEUE, durable=True,
-                                   arguments={"x-queue-type": "quorum"})
+                                   arguments={"x-queue-type": "quorum",
+                                              "x-queue-leader-locator": LEADER_LOCATOR})
     finally:
         conn.close()
 

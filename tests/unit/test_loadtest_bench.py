@@ -65,3 +65,4 @@ def test_print_summary(capsys):
     out = capsys.readouterr().out
     assert "quorum   knee 100 msg/s" in out and "quorum / classic: knee 0.500" in out
     assert "1200 msg/s per generator core" in out
+    assert "- at the steps that kept up" in out   # no kept-up figure in this report

@@ -260,3 +260,16 @@ def test_resources_skip_the_first_rate_window_of_a_step():
     assert rep.resource_window(PROM, 1000.0, 1060.0) == [1030.0, 1060.0]
     assert rep.resource_window(PROM, 1000.0, 1020.0) == [1010.0, 1020.0]
     assert rep.resource_window({"window": "bogus"}, 5.0, 9.0) == [5.0, 9.0]
+
+
+def test_generator_cost_counts_steps_that_kept_up_even_when_invalid():
+    steps = [{"target_rate": 100, "achieved_rate": 100.0, "generator_cpu_cores": 0.05,
+              "valid": True},
+             {"target_rate": 300, "achieved_rate": 299.0, "generator_cpu_cores": 0.1,
+              "valid": False},                         # lagged (waited for a CPU), kept up
+             {"target_rate": 600, "achieved_rate": 400.0, "generator_cpu_cores": 0.1,
+              "valid": False}]                         # the broker was the limit: left out
+    g = rep.generator_ceiling(steps)
+    assert g["msg_per_s_per_core"] == pytest.approx(2000.0)
+    assert g["msg_per_s_per_core_kept_up"] == pytest.approx(2990.0)
+    assert g["steps_measured"] == 1 and g["steps_kept_up"] == 2
