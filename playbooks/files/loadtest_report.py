@@ -173,14 +173,34 @@ def step_resources(prom, start, end):
     return out
 
 
-def saturation(resources, generator):
-    """USE verdict at one step: every resource's score (value / threshold), highest first."""
+# An indicator already past its threshold before the traffic counts for a step only when the
+# step reads at least this many times its value from before.
+STALE_RISE = 1.5
+
+
+def saturation(resources, generator, baseline=None):
+    """USE verdict at one step: every resource's score (value / threshold), highest first.
+
+    ``baseline`` is step_resources() over the time before the run's traffic: an indicator that
+    was already past its threshold there (a stale gauge, e.g. rabbitmq_raft_entry_commit_latency
+    keeps the last value of an idle Raft member) says nothing about this load and is listed with
+    ``"before_the_run": true`` but never named as what saturated first, unless the step reads at
+    least STALE_RISE times its value from before (then the load did raise it)."""
     scores = []
+    stale = []
+    baseline = baseline or {}
     for resource, rules in SATURATION_RULES.items():
         best = None
         for key, threshold, label in rules:
             per_host = resources.get(key) or {}
             for host, stats in per_host.items():
+                before = (baseline.get(key) or {}).get(host)
+                if threshold and before and before["mean"] >= threshold \
+                        and stats["mean"] < STALE_RISE * before["mean"]:
+                    stale.append({"resource": resource, "indicator": label, "host": host,
+                                  "value": stats["mean"], "before_run": before["mean"],
+                                  "threshold": threshold, "before_the_run": True})
+                    continue
                 score = stats["mean"] / threshold if threshold else 0.0
                 if best is None or score > best["score"]:
                     best = {"resource": resource, "score": round(score, 3), "indicator": label,
@@ -205,7 +225,7 @@ def saturation(resources, generator):
             scores.append(max(cand, key=lambda c: c["score"]))
     scores.sort(key=lambda s: s["score"], reverse=True)
     first = scores[0] if scores and scores[0]["score"] >= 1.0 else None
-    return {"ranked": scores, "saturated_first": first}
+    return {"ranked": scores, "saturated_first": first, "past_threshold_before_the_run": stale}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,11 +250,20 @@ def _read_json(path):
         raise ReportError("%s: %s" % (path, exc)) from exc
 
 
-def summarise_run(run_name, host_dirs, run_meta, rules, prom=None, checker=None, cores=None):
-    """Merge the hosts of one run step by step, judge every step, find the knee."""
+def summarise_run(run_name, host_dirs, run_meta, rules, prom=None, checker=None, cores=None,
+                  baseline_end=None):
+    """Merge the hosts of one run step by step, judge every step, find the knee.
+    ``baseline_end``: when the report's first traffic started (the USE baseline ends there)."""
     cores = cores or {}
     per_host = [read_engine_summary(d, cores.get(os.path.basename(d))) for d in host_dirs]
     steps = merge_steps(per_host)
+    # What the indicators read before any traffic of this run (from the query window's start
+    # to the first step, warm-up included in neither): the baseline of the USE verdict.
+    baseline = None
+    if prom and steps:
+        first = min(s["start"] for s in steps)
+        warm = [h.get("warmup_start") for h in per_host if h.get("warmup_start")]
+        baseline = step_resources(prom, prom["start"], baseline_end or min(warm + [first]))
     for step in steps:
         judge_step(step, rules["slo_p99_ms"], rules["min_achieved_ratio"], rules["lag_bound_ms"])
         if prom:
@@ -244,7 +273,7 @@ def summarise_run(run_name, host_dirs, run_meta, rules, prom=None, checker=None,
                 "lag_p99_ms": (step.get("generator_lag_ms") or {}).get("p99"),
                 "lag_bound_ms": rules["lag_bound_ms"],
                 "cpu_cores": step.get("generator_cpu_cores"),
-                "cores_available": step.get("generator_cores_available")})
+                "cores_available": step.get("generator_cores_available")}, baseline)
     knee = find_knee(steps)
     out = {"name": run_name, "params": run_meta.get("params", {}), "hosts": [
         os.path.basename(d) for d in host_dirs], "steps": steps, "knee": knee,
@@ -313,8 +342,10 @@ def engine_summary_to_steps(doc, where="summary.json", cores=None):
     if doc.get("format") != SUMMARY_FORMAT:
         raise ReportError("%s: not a %s document" % (where, SUMMARY_FORMAT))
     steps = []
+    warmup_start = None
     for st in doc.get("steps", []):
         if st.get("warmup"):
+            warmup_start = float(st["start"])
             continue
         counts = st.get("counts") or {}
         blobs = st.get("histograms") or {}
@@ -335,6 +366,7 @@ def engine_summary_to_steps(doc, where="summary.json", cores=None):
     if not steps:
         raise ReportError("%s: no measured steps (only a warm-up?)" % where)
     return {"steps": steps, "host": doc.get("host"), "run_id": doc.get("run_id"),
+            "warmup_start": warmup_start,
             "failovers": len(doc.get("failovers") or []),
             "blocked_events": len(doc.get("blocked_events") or []),
             "errors": list(doc.get("errors") or []),
@@ -602,6 +634,13 @@ def render_use(step):
         lines.append("| %s | %s | %s | %.4g | %.4g | %.2f |" % (
             s["resource"], s["indicator"], s["host"], s["value"], s["threshold"], s["score"]))
     lines.append("")
+    for s in use.get("past_threshold_before_the_run") or []:
+        lines.append("Not counted: %s on %s read %.4g during the step but already %.4g (threshold "
+                     "%.4g) before the run's traffic: a stale gauge or another cause, not this "
+                     "load." % (s["indicator"], s["host"], s["value"], s["before_run"],
+                                s["threshold"]))
+    if use.get("past_threshold_before_the_run"):
+        lines.append("")
     lines.append("Saturates first: **%s**" % (
         "%s (%s %.4g on %s)" % (first["resource"], first["indicator"], first["value"], first["host"])
         if first else "no resource past its threshold"))
@@ -624,9 +663,11 @@ def build_report(results_dir, meta, prom=None, checker=None):
              "lag_bound_ms": float(meta.get("lag_bound_ms", 5.0))}
     run_meta = {r["name"]: r for r in meta.get("runs", [])}
     runs = []
-    for name, host_dirs in load_runs(results_dir, lambda hosts: hosts).items():
+    found = load_runs(results_dir, lambda hosts: hosts)
+    baseline_end = first_traffic(found) if prom else None
+    for name, host_dirs in found.items():
         runs.append(summarise_run(name, host_dirs, run_meta.get(name, {}), rules, prom, checker,
-                                  meta.get("loadgen_cores")))
+                                  meta.get("loadgen_cores"), baseline_end))
     if not runs:
         raise ReportError("%s: no generator results (<run>/<host>/summary.json)" % results_dir)
     order = [r["name"] for r in meta.get("runs", [])]
@@ -645,6 +686,17 @@ def build_report(results_dir, meta, prom=None, checker=None):
             k for k, v in prom["queries"].items() if v.get("error"))
         report["prometheus"]["promql"] = {k: v["promql"] for k, v in prom["queries"].items()}
     return report
+
+
+def first_traffic(runs):
+    """When the report's first traffic started (warm-up included): the end of the baseline."""
+    starts = []
+    for host_dirs in runs.values():
+        for d in host_dirs:
+            h = read_engine_summary(d)
+            starts += [h["warmup_start"]] if h.get("warmup_start") else []
+            starts += [st["start"] for st in h["steps"]]
+    return min(starts) if starts else None
 
 
 def comparisons(runs, pairs):

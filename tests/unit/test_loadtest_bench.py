@@ -66,3 +66,14 @@ def test_print_summary(capsys):
     assert "quorum   knee 100 msg/s" in out and "quorum / classic: knee 0.500" in out
     assert "1200 msg/s per generator core" in out
     assert "- at the steps that kept up" in out   # no kept-up figure in this report
+
+
+def test_provisional_knee_leaves_only_the_lag_rule_out():
+    def st(rate, achieved, p99):
+        return {"target_rate": rate, "achieved_rate": achieved, "achieved_ratio": achieved / rate,
+                "valid": False, "confirm_latency_ms": {"p99": p99}}
+    r = {"steps": [st(100, 100.0, 40.0), st(200, 199.5, 49.0), st(300, 299.0, 80.0),
+                   st(400, 400.0, 10.0)]}
+    assert bench.knee_ignoring_lag(r, 50.0) == 200          # stops at the first miss
+    r["steps"][1]["achieved_rate"], r["steps"][1]["achieved_ratio"] = 150.0, 0.75
+    assert bench.knee_ignoring_lag(r, 50.0) == 100          # short of the target: a miss too

@@ -273,3 +273,19 @@ def test_generator_cost_counts_steps_that_kept_up_even_when_invalid():
     assert g["msg_per_s_per_core"] == pytest.approx(2000.0)
     assert g["msg_per_s_per_core_kept_up"] == pytest.approx(2990.0)
     assert g["steps_measured"] == 1 and g["steps_kept_up"] == 2
+
+
+def test_an_indicator_past_its_threshold_before_the_run_is_never_what_saturated():
+    # rabbitmq_raft_entry_commit_latency_seconds keeps an idle member's last value: 2.5 s on
+    # rmq1 before any traffic and during it; the CPU is what this load saturated.
+    prom = {"start": 0.0, "window": "30s", "queries": {
+        "raft_commit_latency": {"series": {"rmq1": [[t, 2.5] for t in range(0, 200, 5)]}},
+        "machine_cpu_busy": {"series": {"rmq1": [[t, 0.3 if t < 100 else 0.99]
+                                                 for t in range(0, 200, 5)]}}}}
+    base = rep.step_resources(prom, 0, 90)
+    use = rep.saturation(rep.step_resources(prom, 120, 190), None, base)
+    assert use["saturated_first"]["resource"] == "cpu"
+    assert [s["host"] for s in use["past_threshold_before_the_run"]] == ["rmq1"]
+    # without the baseline the stale gauge wins: the guard is what makes the difference
+    assert rep.saturation(rep.step_resources(prom, 120, 190), None)["saturated_first"][
+        "resource"] == "raft"
