@@ -439,7 +439,9 @@ def plot_rates(report, path):
 def plot_latency(report, path, metric="confirm_latency_ms"):
     plt = _plt()
     runs = report["runs"]
-    fig, axes = plt.subplots(1, len(runs), figsize=(max(8, 5 * len(runs)), 4.5), squeeze=False)
+    # one y scale for every run, so that runs compare at a glance (quorum against classic)
+    fig, axes = plt.subplots(1, len(runs), figsize=(max(8, 5 * len(runs)), 4.5), squeeze=False,
+                             sharey=True)
     slo = report["rules"]["slo_p99_ms"]
     for ax, run in zip(axes[0], runs):
         xs = [s["target_rate"] for s in run["steps"]]
