@@ -36,9 +36,9 @@ RESULTS = os.path.join(ROOT, "bench", "results")
 # the canary's latency objective is missed for the same reason (the drills ignore the same set).
 LAB_IGNORE = ["Watchdog", "HostHighCpuUsage", "RabbitMQDiskSpaceLowPredicted",
               "RabbitMQCanaryLatencyAboveObjective", "HostClockNotSynchronising"]
-# Seconds between the playbook computing the common start time and the generator starting
-# (config written, checked, process started): 8 s was too short on this loaded 2-core machine
-# (the engine refuses a start time in the past). -e loadtest_start_delay=N overrides it.
+# Seconds from the common start time being set to the generators starting, with several load
+# hosts (one host starts when ready): 8 s was too short on this loaded 2-core machine before the
+# start time was set right before the launch. -e loadtest_start_delay=N overrides it.
 START_DELAY = 30
 AIM_ACHIEVED = 0.99
 AIM_LAG_MS = 1.0
