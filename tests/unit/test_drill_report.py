@@ -178,3 +178,24 @@ def test_summary_takes_the_worst_of_the_runs(tmp_path):
     text = (tmp_path / 'summary.md').read_text()
     assert '| kill | 3 (2) | 20 s | 1 | 0 | 6 | 300 | 1.3 s | <= 1 s | 10.0 s | 70.0 s (2) | 22.0 s |' in text
     assert '[kill-1](kill-1/report.md)' in text
+
+
+def test_a_cluster_that_did_not_recover_fails_the_drill_even_when_no_message_was_lost(tmp_path):
+    path = _drill_dir(tmp_path)
+    drill_json = os.path.join(path, 'raw', 'drill.json')
+    with open(drill_json, encoding='utf-8') as handle:
+        drill = json.load(handle)
+    drill['recovery_ok'] = False
+    drill['recovery_failing'] = ['no_partitions: rabbit@rmq1 cannot reach rabbit@rmq3']
+    _write(drill_json, drill)
+    r = rep.build(path)
+    assert r['checker_verdict'] == 'PASS'
+    assert r['verdict'] == 'FAIL'
+    assert 'rabbit@rmq1 cannot reach rabbit@rmq3' in r['verdict_reasons'][0]
+    md = rep.markdown(r)
+    assert '## Verdict: FAIL' in md and 'Why: the cluster did not recover' in md
+
+
+def test_a_recovered_cluster_keeps_the_checkers_verdict(tmp_path):
+    r = rep.build(_drill_dir(tmp_path))
+    assert r['verdict'] == 'PASS' and r['verdict_reasons'] == []

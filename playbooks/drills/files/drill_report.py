@@ -250,6 +250,17 @@ def build(report_dir):
     failovers = [round(e['at'] - t0, 2) for e in summary.get('failovers', []) if 'at' in e]
     blocked = [[round(e['at'] - t0, 2), e['t']] for e in summary.get('blocked_events', []) if 'at' in e]
 
+    # PASS needs the checker's PASS and a cluster that recovered by itself: a drill whose
+    # cluster stayed red after the heal failed, whatever the message history says.
+    verdict = checker.get('verdict', 'NO HISTORY')
+    recovery_ok = str(drill.get('recovery_ok')).lower() == 'true'
+    verdict_reasons = []
+    if not recovery_ok:
+        verdict_reasons.append('the cluster did not recover by itself within the recovery timeout (%s)'
+                               % ('; '.join(drill.get('recovery_failing') or []) or 'cluster_health not green'))
+        if verdict == 'PASS':
+            verdict = 'FAIL'
+
     report = {
         'format': 'warren-drill-report/1',
         'drill': drill.get('drill'), 'run_id': drill.get('run_id'), 'cluster': drill.get('cluster'),
@@ -259,7 +270,9 @@ def build(report_dir):
         'times_utc': {k: (time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(float(v))) if v else None)
                       for k, v in times.items()},
         'times_from_fault_s': {k: (round(float(v) - t0, 1) if v else None) for k, v in times.items()},
-        'verdict': checker.get('verdict', 'NO HISTORY'),
+        'verdict': verdict,
+        'verdict_reasons': verdict_reasons,
+        'checker_verdict': checker.get('verdict', 'NO HISTORY'),
         'checker_checks': checker.get('checks', []),
         'counts': {k: counts.get(k) for k in ('published', 'confirmed', 'lost', 'unexpected', 'duplicates',
                                               'indeterminate', 'recovered', 'unsent', 'nacked', 'foreign')
@@ -326,6 +339,8 @@ def markdown(r):
         '- Expected: %s' % r['expected'],
         '- Command: `%s`; undo any fault by hand: `ansible-playbook playbooks/drills/heal.yml`.' % r['command'], '',
         '## Verdict: %s' % r['verdict'], '',
+    ] + (['Why: %s (the message checker alone said %s).' % ('; '.join(r['verdict_reasons']), r['checker_verdict']), '']
+         if r.get('verdict_reasons') else []) + [
         '| lost | unexpected | duplicates | indeterminate | confirmed | longest publish unavailability (worst client / any client) | longest delivery gap |',
         '|---|---|---|---|---|---|---|',
         '| %s | %s | %s | %s | %s | %s / %s | %s |' % (
