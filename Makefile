@@ -123,8 +123,8 @@ dr-drill: venv collection image  ## DR drill in the lab: destroy every broker, r
 	@playbooks/dr/drill-total-loss.sh
 
 .PHONY: bench-load
-bench-load: venv collection  ## load benchmark on the lab (under the lab lock): knee, quorum/classic ratio, generator cost; writes JSON
-	@flock -o /tmp/warren-lab.lock $(BIN)/python bench/bench_load.py
+bench-load: venv collection  ## load benchmark on the lab (under the Molecule and lab locks: a quiet machine): knee, quorum/classic ratio, generator cost; writes JSON
+	@flock -o /tmp/warren-molecule.lock flock -o /tmp/warren-lab.lock $(BIN)/python bench/bench_load.py
 
 # Failure drills in the lab (playbooks/drills/, docs/resilience.md). Each run holds the lab lock
 # for one drill only, so others can use the lab in between. The lab's shared 2-core machine
