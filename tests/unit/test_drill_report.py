@@ -199,3 +199,15 @@ def test_a_cluster_that_did_not_recover_fails_the_drill_even_when_no_message_was
 def test_a_recovered_cluster_keeps_the_checkers_verdict(tmp_path):
     r = rep.build(_drill_dir(tmp_path))
     assert r['verdict'] == 'PASS' and r['verdict_reasons'] == []
+
+
+def test_summary_says_when_runs_never_recovered(tmp_path):
+    ok = rep.build(_drill_dir(tmp_path / 'a'))
+    samples = [{'ts': T0 - 1, 'node': 'rabbit@rmq1', 'state': 'running'},
+               {'ts': T0 + 5, 'node': 'rabbit@rmq1', 'state': 'down'},
+               {'ts': T0 + 25, 'node': 'rabbit@rmq1', 'state': 'down'}]
+    stuck = rep.build(_drill_dir(tmp_path / 'b', samples=samples))
+    stuck['run_id'] = 'kill-y'
+    rows = rep.summarise([ok, stuck])
+    assert rows[0]['not_recovered_runs'] == 1
+    assert 'never in 1 of 2 runs' in rep.summary_markdown(rows, [ok, stuck])

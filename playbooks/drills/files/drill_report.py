@@ -492,6 +492,7 @@ def summarise(reports):
             'notify_s': _worst(r.get('time_to_notify_s') for r in runs),
             'notified_runs': sum(1 for r in runs if r.get('time_to_notify_s') is not None),
             'recover_s': _worst(r.get('time_to_recover_s') for r in runs),
+            'not_recovered_runs': sum(1 for r in runs if r.get('time_to_recover_s') is None),
             'fault_s': sorted({(r.get('settings') or {}).get('fault_seconds') for r in runs} - {None}),
             'goal_s': goal,
         })
@@ -510,7 +511,9 @@ def summary_markdown(rows, reports):
             w['drill'], w['runs'], w['pass'], '/'.join('%s s' % f for f in w['fault_s']) or '-', w['lost'],
             w['unexpected'], w['duplicates'], w['confirmed'], fmt(w['unavailability_s']),
             ('<= %g s' % w['goal_s']) if w['goal_s'] is not None else '-', fmt(w['detect_s']),
-            fmt(w['notify_s']), w['notified_runs'], fmt(w['recover_s'])))
+            fmt(w['notify_s']), w['notified_runs'],
+            ('never in %d of %d runs' % (w['not_recovered_runs'], w['runs'])) if w.get('not_recovered_runs')
+            else fmt(w['recover_s'])))
     lines += ['', '## Every run', '', '| run | verdict | lost | unavailability | detect | notify | recover |',
               '|---|---|---|---|---|---|---|']
     for r in sorted(reports, key=lambda r: r.get('run_id') or ''):
