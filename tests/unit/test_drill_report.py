@@ -211,3 +211,33 @@ def test_summary_says_when_runs_never_recovered(tmp_path):
     rows = rep.summarise([ok, stuck])
     assert rows[0]['not_recovered_runs'] == 1
     assert 'never in 1 of 2 runs' in rep.summary_markdown(rows, [ok, stuck])
+
+
+def _with_partition_check(path, check):
+    drill_json = os.path.join(path, 'raw', 'drill.json')
+    with open(drill_json, encoding='utf-8') as handle:
+        drill = json.load(handle)
+    drill['partition_check'] = check
+    _write(drill_json, drill)
+    return path
+
+
+def test_a_leftover_partition_fails_the_drill_and_is_named(tmp_path):
+    failing = ['leftover partition: rmq3 sees running rabbit@rmq3, partitions {"rabbit@rmq3": ["rabbit@rmq1"]}']
+    path = _with_partition_check(_drill_dir(tmp_path), {
+        'ok': 'False', 'checked_at': T0 + 95, 'failing': failing, 'views': {}})
+    r = rep.build(path)
+    assert r['checker_verdict'] == 'PASS'
+    assert r['verdict'] == 'FAIL'
+    assert r['time_to_recover_s'] is None
+    assert any('leftover partition after the heal' in why and 'rabbit@rmq3' in why for why in r['verdict_reasons'])
+    assert r['partition_check']['checked_s'] == 95.0
+    assert '**Leftover partition**' in rep.markdown(r)
+
+
+def test_a_clean_partition_check_is_reported_and_keeps_pass(tmp_path):
+    path = _with_partition_check(_drill_dir(tmp_path), {
+        'ok': True, 'checked_at': T0 + 90, 'failing': [], 'views': {}})
+    r = rep.build(path)
+    assert r['verdict'] == 'PASS'
+    assert 'Leftover-partition check' in rep.markdown(r) and 'none, every broker' in rep.markdown(r)

@@ -260,6 +260,14 @@ def build(report_dir):
                                % ('; '.join(drill.get('recovery_failing') or []) or 'cluster_health not green'))
         if verdict == 'PASS':
             verdict = 'FAIL'
+    # A cluster left split (some broker's own view lists a partition or misses a node after the
+    # window in which net_ticktime could still fire) did not recover, even if cluster_health was
+    # green for a moment right after the heal.
+    pc = partition_check(drill.get('partition_check'), t0)
+    if pc is not None and not pc['ok']:
+        verdict_reasons.append('leftover partition after the heal: %s' % '; '.join(pc['failing']))
+        verdict = 'FAIL' if verdict == 'PASS' else verdict
+        time_to_recover = None
 
     report = {
         'format': 'warren-drill-report/1',
@@ -306,10 +314,31 @@ def build(report_dir):
         'series': series,
         'recovery_ok': drill.get('recovery_ok'), 'recovery_failing': drill.get('recovery_failing'),
         'settle_error': drill.get('settle_error'),
+        'partition_check': pc,
         'heal_output': drill.get('heal_output'),
         'command': drill.get('command'),
     }
     return report
+
+
+def partition_check(check, t0):
+    """The leftover-partition check (tasks/partition_check.yml): when, and each broker's view."""
+    if not isinstance(check, dict):
+        return None
+    ok = str(check.get('ok')).lower() == 'true'
+    at = check.get('checked_at')
+    return {'ok': ok, 'checked_s': round(float(at) - t0, 1) if at else None,
+            'failing': check.get('failing') or [], 'views': check.get('views') or {}}
+
+
+def partition_check_lines(pc):
+    if pc is None:
+        return []
+    if pc['ok']:
+        return ['Leftover-partition check (every broker asked for its own view, at %s): none, every broker '
+                'sees all nodes running and no partition.' % fmt(pc['checked_s']), '']
+    return ['**Leftover partition** (every broker asked for its own view, at %s): %s. Clear it with '
+            'docs/runbooks/RabbitMQDistributionLinksMissing.md, step 3.' % (fmt(pc['checked_s']), '; '.join(pc['failing'])), '']
 
 
 def fmt(value, unit='s'):
@@ -352,7 +381,7 @@ def markdown(r):
                                   fmt(r['time_to_notify_s']), fmt(r['time_to_recover_s'])), '',
         'Times are from the fault start. Time to recover: every node running again (sampler) and the '
         'workload back above %d%% of its rate, whichever is later.' % int(DEGRADED_SHARE * 100), '',
-    ]
+    ] + partition_check_lines(r.get('partition_check'))
     goal_lines = []
     if g['publish_unavailability_s'] is not None:
         goal_lines.append('- publish unavailability <= %g s: %s (%s)' % (
