@@ -40,6 +40,10 @@ queue_type                  quorum      quorum, classic or stream
 queues                      1           number of queues: ``<queue_prefix>.<i>``
 queue_prefix                warren.traffic
 queue_arguments             {}          extra x-arguments for the declaration
+exchange                    ""          publish through this durable direct exchange (declared,
+                                        each queue bound with its own name as routing key)
+                                        instead of the default exchange: a federated exchange
+                                        (docs/dr-standby.md)
 declare_queues              true        declare the queues before the run (durable)
 publishers                  1           publishers in all (publisher i -> queue i % queues)
 consumers                   1           consumers in all (consumer j -> queue j % queues); 0
@@ -132,7 +136,7 @@ class RunConfigError(ValueError):
 
 DEFAULTS = {
     'client': None, 'queue_type': 'quorum', 'queues': 1, 'queue_prefix': 'warren.traffic',
-    'queue_arguments': {}, 'declare_queues': True, 'publishers': 1, 'consumers': 1,
+    'queue_arguments': {}, 'exchange': '', 'declare_queues': True, 'publishers': 1, 'consumers': 1,
     'processes': 1, 'message_size': 1024, 'persistent': True, 'confirm_window': 64,
     'prefetch': 100, 'consumer_rate': 0, 'rate': None, 'rates': None, 'step_seconds': 30,
     'warmup_seconds': 0, 'start_at': None, 'startup_seconds': 2,
@@ -203,6 +207,11 @@ class RunConfig:
         self.queue_arguments = dict(d['queue_arguments'])
         if 'x-queue-type' in self.queue_arguments:
             raise RunConfigError("set the queue type with 'queue_type', not in queue_arguments")
+        exchange = d['exchange']
+        if not isinstance(exchange, str) or len(exchange) > 200 or exchange.startswith('amq.'):
+            raise RunConfigError("'exchange' must be an exchange name (not amq.*), or empty for "
+                                 "the default exchange, got %r" % (exchange,))
+        self.exchange = exchange
         self.declare_queues = _bool(d, 'declare_queues')
         self.publishers = _int(d, 'publishers', 0, 100000)
         self.consumers = _int(d, 'consumers', 0, 100000)
@@ -335,6 +344,9 @@ def setup_queues(cfg, declare=True):
                     ok = ch.queue_declare(name, durable=True, arguments=cfg.queue_args())
                 else:
                     ok = ch.queue_declare(name, passive=True)
+                if declare and cfg.exchange:
+                    ch.exchange_declare(cfg.exchange, 'direct', durable=True)
+                    ch.queue_bind(name, cfg.exchange, routing_key=name)
             except pika.exceptions.ChannelClosedByBroker as e:
                 if e.reply_code == 406:
                     raise RunConfigError(
@@ -714,7 +726,7 @@ class Publisher(Client):
             delivery_mode=self.delivery_mode, message_id='%s:%d' % (self.ident, seq),
             headers={H_RUN: self.w.cfg.run_id, H_PUB: self.ident, H_SEQ: seq,
                      H_INTENDED: round(msg.intended * 1e6), H_SENT: round(now * 1e6)})
-        self.channel.basic_publish('', self.queue, self.body, props)
+        self.channel.basic_publish(self.w.cfg.exchange, self.queue, self.body, props)
         tags, order = self.tagmaps[self.gen]
         tags[self.next_tag] = seq
         order.append(self.next_tag)
