@@ -241,3 +241,16 @@ def test_a_clean_partition_check_is_reported_and_keeps_pass(tmp_path):
     r = rep.build(path)
     assert r['verdict'] == 'PASS'
     assert 'Leftover-partition check' in rep.markdown(r) and 'none, every broker' in rep.markdown(r)
+
+
+def test_the_publishers_wind_down_is_not_a_degraded_workload(tmp_path):
+    # The history's publishers stop at t=30 (last intended send); the controller recorded the
+    # stop 4 s later, after systemctl returned. The empty seconds in between are not degraded.
+    path = _drill_dir(tmp_path)
+    drill_json = os.path.join(path, 'raw', 'drill.json')
+    with open(drill_json, encoding='utf-8') as handle:
+        drill = json.load(handle)
+    drill['times']['workload_stop'] = T0 + 34
+    _write(drill_json, drill)
+    r = rep.build(path)
+    assert r['recovery']['workload_steady_s'] == 4.0  # the stall (0-4 s), not the wind-down

@@ -232,7 +232,12 @@ def build(report_dir):
     rate = float(drill.get('settings', {}).get('rate') or 0)
     runs, leaders = node_timeline(samples, t0)
     healed = float(times.get('healed') or t0) - t0
-    wl_back = workload_recovery(series, rate, end - 5 - t0) if rate else None
+    # The workload ends at its last scheduled publish: the seconds in which the publishers wind
+    # down after SIGTERM are not a degraded workload (the controller's stop time comes later).
+    last_intended = max((float(o['intended']) for o in ops if o.get('t') == 'pub' and o.get('intended') is not None),
+                        default=None)
+    t_stop = end - 5 - t0 if last_intended is None else min(end - 5 - t0, last_intended - t0)
+    wl_back = workload_recovery(series, rate, t_stop) if rate else None
     nb = nodes_back(runs, 0.0) if runs else None
     recovered_api = (float(times['recovered']) - t0) if times.get('recovered') else None
     candidates = [x for x in (wl_back, nb) if x is not None]
