@@ -10,7 +10,7 @@ BIN         := $(VENV)/bin
 PY          ?= python3
 COLL_ROOT   := $(ROOT)/.build/collections
 COLL_LINK   := $(COLL_ROOT)/ansible_collections/warren/rabbitmq
-APT_PKGS    := podman runc debootstrap iptables uidmap netavark aardvark-dns python3-venv git make
+APT_PKGS    := podman runc debootstrap iptables uidmap netavark aardvark-dns python3-venv git make sslscan
 
 export CONTAINERS_CONF := $(ROOT)/lab/containers.conf
 export ANSIBLE_CONFIG  := $(ROOT)/ansible.cfg
