@@ -41,9 +41,17 @@ def test_running_config_holds_chosen_settings(host, key, expected):
 def test_listeners(host):
     listeners = json.loads(host.check_output("rabbitmq-diagnostics -q listeners --formatter json"))["listeners"]
     ports = {(item["protocol"], item["port"]) for item in listeners}
-    for expected in [("amqp", 5672), ("amqp/ssl", 5671), ("http", 15672), ("https", 15671),
+    for expected in [("amqp/ssl", 5671), ("http", 15672), ("https", 15671),
                      ("http/prometheus", 15692), ("https/prometheus", 15691), ("clustering", 25672)]:
         assert expected in ports, f"missing listener {expected}; have {sorted(ports)}"
+    # TLS is on: no plaintext AMQP (rabbitmq_amqp_enabled defaults to off with TLS)
+    assert not [p for p in ports if p[0] == "amqp"], f"plaintext AMQP listening; have {sorted(ports)}"
+
+
+def test_plain_metrics_are_loopback_only(host):
+    listeners = json.loads(host.check_output("rabbitmq-diagnostics -q listeners --formatter json"))["listeners"]
+    plain = [item for item in listeners if item["protocol"] == "http/prometheus"]
+    assert plain and all(item["interface"] == "127.0.0.1" for item in plain), plain
 
 
 def test_management_plain_http_is_loopback_only(host):
