@@ -21,7 +21,8 @@ mkdir -p .build/dr reports/dr
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 log=".build/dr/$label-$stamp.log"
 
-lock=(flock -o /tmp/warren-lab.lock)
+# DR_RUN_WAIT=N: give up (exit 75, nothing run, nothing recorded) when the lock is not free within N s.
+lock=(flock -o ${DR_RUN_WAIT:+-w "$DR_RUN_WAIT"} /tmp/warren-lab.lock)
 [ "${DR_RUN_NOLOCK:-0}" = 1 ] && lock=()
 
 printf '[dr-run] %s: waiting for the lab lock\n' "$label"
@@ -31,6 +32,10 @@ printf '[dr-run] %s: waiting for the lab lock\n' "$label"
   "$@"; rc=$?
   printf "%s\n%s\n%s\n%s\n" "$(date -u +%FT%TZ)" "$(date +%s.%N)" "$(cut -d" " -f1-3 /proc/loadavg)" "$rc" > "$0.end"
   exit $rc' "$log" "$@" >"$log" 2>&1
+if [ ! -e "$log.start" ]; then
+  printf '[dr-run] %s: the lab lock was not free within %s s: not run\n' "$label" "${DR_RUN_WAIT:-}"
+  exit 75
+fi
 { read -r start_utc; read -r t0; read -r load_before; } <"$log.start"
 { read -r end_utc; read -r t1; read -r load_after; read -r rc; } <"$log.end"
 rm -f "$log.start" "$log.end"
