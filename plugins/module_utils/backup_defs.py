@@ -89,8 +89,22 @@ def foreign_objects(current, backup, allowed=None, login_user=None, ignore_vhost
         for key in sorted(identities(current, kind) - known, key=str):
             if (scoped and key[0] in ignore_vhosts) or (kind == 'vhosts' and key[0] in ignore_vhosts):
                 continue
+            if kind in FEDERATION_KINDS and federation_internal(key):
+                continue
             out.append(label(kind, key))
     return out
+
+
+# A federation link declares its own exchange, queue and bindings on the upstream cluster, all
+# named "federation: ...". A warm standby's link reconnects to a freshly deployed main cluster
+# within seconds, before any restore: those objects belong to the link, not to an operator.
+FEDERATION_PREFIX = 'federation: '
+FEDERATION_KINDS = ('exchanges', 'queues', 'bindings')
+
+
+def federation_internal(key):
+    """Whether an object's identity names a federation link's own exchange or queue."""
+    return any(isinstance(part, str) and part.startswith(FEDERATION_PREFIX) for part in key[1:])
 
 
 def _pick(doc, kind, pred):

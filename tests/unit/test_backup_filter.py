@@ -93,6 +93,23 @@ def test_the_canary_vhost_can_be_ignored():
     assert bd.foreign_objects(live, BACKUP, ignore_vhosts=('warren-canary',)) == []
 
 
+def test_a_standby_federation_link_does_not_make_the_cluster_foreign():
+    """A warm standby's link reconnects to a fresh main cluster before the restore and declares
+    its own exchange, queue and bindings there (seen in the lab's total-loss drill)."""
+    live = copy.deepcopy(BACKUP)
+    link = 'federation: warren.dr -> warren-lab-standby'
+    live['exchanges'].append({'vhost': 'orders', 'name': link + ' A', 'type': 'x-federation-upstream'})
+    live['queues'].append({'vhost': 'orders', 'name': link})
+    live['bindings'].append({'vhost': 'orders', 'source': link + ' A', 'destination': link,
+                             'destination_type': 'queue', 'routing_key': ''})
+    live['bindings'].append({'vhost': 'orders', 'source': 'dlx', 'destination': link + ' A',
+                             'destination_type': 'exchange', 'routing_key': 'k'})
+    assert bd.foreign_objects(live, BACKUP) == []
+    # an operator's own object is still foreign, even next to a link's
+    live['exchanges'].append({'vhost': 'orders', 'name': 'federation-like', 'type': 'topic'})
+    assert bd.foreign_objects(live, BACKUP) == ["exchange (vhost 'orders', name 'federation-like')"]
+
+
 def test_bindings_differing_only_in_arguments_are_different_objects():
     live = copy.deepcopy(BACKUP)
     live['bindings'].append(dict(BACKUP['bindings'][0], arguments={'x-match': 'all'}))
